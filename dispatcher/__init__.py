@@ -1,0 +1,35 @@
+"""dispatcher: one WSGI process hosting many factory-built Flask apps, one per tenant.
+
+::
+
+    from dispatcher import create_dispatcher
+    application = create_dispatcher("tenants.yaml")   # for uWSGI
+
+See README.md and docs/ for tenants.yaml, the CLI (``python -m dispatcher``), the pytest plugin
+(``dispatcher.testing``) and deployment.
+"""
+
+from __future__ import annotations
+
+from .build import BuildError, TenantApp, build_app
+from .problems import ConfigError, Problem
+from .routing import Dispatcher
+from .serve import create_dispatcher, flask_app
+from .spec import TenantSet, check_tenants, load_tenants
+from .tenant import Mount, TenantConfig
+
+__all__ = [
+    "BuildError",
+    "ConfigError",
+    "Dispatcher",
+    "Mount",
+    "Problem",
+    "TenantApp",
+    "TenantConfig",
+    "TenantSet",
+    "build_app",
+    "check_tenants",
+    "create_dispatcher",
+    "flask_app",
+    "load_tenants",
+]

@@ -1,0 +1,168 @@
+"""Build one tenant's app from its factory, and keep it behind a WSGI handle that never fails.
+
+:func:`build_app` imports the tenant's module, calls its factory, applies the isolation rules
+of :mod:`dispatcher.isolation` and creates the schema of a new database. :class:`TenantApp` is
+what the routing table holds for a tenant: it builds the app at boot or on the first request
+(``lazy``), answers 503 while the tenant is in maintenance or its build failed (retried at most
+every :data:`RETRY_SECONDS`), and runs each request in the tenant's logging context::
+
+    handle = TenantApp(tenant_config)
+    handle.build()                       # at boot, for eager tenants
+    response = handle(environ, start_response)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import ServiceUnavailable
+
+from .isolation import (
+    IsolationError,
+    check_instance_path,
+    ensure_secret_key,
+    harden_sqlite,
+    isolate_session_cookie,
+    make_instance_folder,
+)
+from .logs import current_tenant, use_dispatcher_logging
+from .tenant import TenantConfig
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+log = logging.getLogger("dispatcher")
+
+#: A tenant whose build failed is tried again on a request at most this often.
+RETRY_SECONDS = 30.0
+
+
+class BuildError(IsolationError):
+    """A factory that gave no usable app; the tenant answers 503 and the reason is logged."""
+
+
+def build_app(tenant: TenantConfig, *, create_schema: bool = True) -> Flask:
+    """Import and call the tenant's factory, isolate the app, create a new database's schema."""
+    make_instance_folder(tenant.instance_path)
+    module = importlib.import_module(tenant.module)
+    factory = getattr(module, tenant.factory, None)
+    if not callable(factory):
+        raise BuildError(f"module '{tenant.module}' has no factory '{tenant.factory}'")
+    app = factory(tenant)
+    if not isinstance(app, Flask):
+        raise BuildError(f"factory '{tenant.app}' returned {type(app).__name__}, not a Flask app")
+    check_instance_path(app, tenant)
+    ensure_secret_key(app, tenant)
+    isolate_session_cookie(app, tenant)
+    use_dispatcher_logging(app.logger)
+    engines = app_engines(app)
+    for engine in engines:
+        harden_sqlite(engine)
+    if create_schema:
+        create_new_schema(app, module)
+    for engine in engines:
+        # No connection opened while building may outlive it: a uWSGI master that builds
+        # before forking must not hand one socket to several workers.
+        engine.dispose()
+    app.extensions["dispatcher"] = tenant
+    return app
+
+
+def app_engines(app: Flask) -> list[Engine]:
+    """The SQLAlchemy engines of an app that uses Flask-SQLAlchemy (else none)."""
+    db = app.extensions.get("sqlalchemy")
+    if db is None:
+        return []
+    with app.app_context():
+        return list(db.engines.values())
+
+
+def create_new_schema(app: Flask, module: Any) -> None:
+    """Create the tables of a new tenant's database.
+
+    An app package's own ``init_db(app)`` runs when the default database has no tables yet;
+    otherwise Flask-SQLAlchemy's ``create_all()`` creates whatever tables are missing.
+    """
+    init_db = getattr(module, "init_db", None)
+    db = app.extensions.get("sqlalchemy")
+    with app.app_context():
+        if callable(init_db):
+            if db is None or not inspect(db.engine).get_table_names():
+                init_db(app)
+        elif db is not None:
+            db.create_all()
+
+
+class TenantApp:
+    """A tenant's entry in the routing table: its app once built, or a 503 until then."""
+
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        builder: Callable[[TenantConfig], Flask] = build_app,
+    ) -> None:
+        self.tenant = tenant
+        self.name = tenant.name
+        self.builder = builder
+        self.app: Flask | None = None
+        self.error: str | None = None
+        self._failed_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        """``ready``, ``failed``, ``maintenance`` or ``lazy`` (not built yet)."""
+        if self.app is not None:
+            return "ready"
+        if self.tenant.maintenance is not None:
+            return "maintenance"
+        return "failed" if self.error is not None else "lazy"
+
+    def build(self) -> Flask | None:
+        """Build the app unless built, in maintenance, or failed less than 30 s ago.
+
+        One lock per tenant: concurrent first requests build once, and a slow tenant never
+        blocks another.
+        """
+        if self.tenant.maintenance is not None:
+            return None
+        with self._lock:
+            if self.app is not None:  # built by another request while this one waited
+                return self.app
+            now = time.monotonic()
+            if self._failed_at is not None and now - self._failed_at < RETRY_SECONDS:
+                return None
+            token = current_tenant.set(self.name)
+            try:
+                self.app = self.builder(self.tenant)
+            except IsolationError as e:  # our own refusal: the reason says it all
+                self._failed_at, self.error = now, str(e)
+                log.error("tenant '%s' refused, it answers 503: %s", self.name, e)
+            except Exception as e:
+                self._failed_at, self.error = now, f"{type(e).__name__}: {e}"
+                log.exception("tenant '%s' failed to build; it answers 503", self.name)
+            else:
+                self.error = None
+                log.debug("tenant '%s' built", self.name)
+            finally:
+                current_tenant.reset(token)
+        return self.app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        app = self.app or self.build()
+        if app is None:
+            retry_after = self.tenant.maintenance or int(RETRY_SECONDS)
+            return ServiceUnavailable(retry_after=retry_after)(environ, start_response)
+        token = current_tenant.set(self.name)
+        try:
+            return app(environ, start_response)
+        finally:
+            current_tenant.reset(token)

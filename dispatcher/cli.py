@@ -1,0 +1,191 @@
+"""``python -m dispatcher``: check, list, create databases, serve, run Flask commands per tenant.
+
+Every command reads the tenants file given by ``-f``/``--tenants-file`` (or ``$TENANTS_FILE``,
+else ``./tenants.yaml``). A bad file is reported, every problem at once, with exit status 1::
+
+    python -m dispatcher check
+    python -m dispatcher init-db --all
+    python -m dispatcher exec acme -- routes
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+from sqlalchemy.engine import make_url
+
+from .build import build_app
+from .logs import configure_logging, current_tenant
+from .problems import ConfigError
+from .serve import run_dev_server
+from .spec import TenantSet, check_tenants, load_tenants
+from .tenant import TenantConfig
+
+log = logging.getLogger("dispatcher")
+
+
+@click.group()
+@click.option(
+    "-f",
+    "--tenants-file",
+    envvar="TENANTS_FILE",
+    default="tenants.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The tenants file to read. Defaults to $TENANTS_FILE, then ./tenants.yaml.",
+)
+@click.pass_context
+def main(ctx: click.Context, tenants_file: str) -> None:
+    """Host many factory-built Flask apps, one per tenant, from one tenants file."""
+    ctx.obj = tenants_file
+
+
+def _load(ctx: click.Context) -> TenantSet:
+    try:
+        return load_tenants(ctx.obj)
+    except ConfigError as e:
+        raise click.ClickException(f"{ctx.obj} is not valid:\n{e}") from None
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the tenants file and print every problem in it.
+
+    Exits 1 if there is any error. Warnings are printed but do not fail the check. App modules
+    are looked up without being imported.
+    """
+    tenant_set, problems = check_tenants(ctx.obj)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    errors = sum(not p.warning for p in problems)
+    if tenant_set is None:
+        click.echo(f"{ctx.obj}: {errors} error(s)", err=True)
+        ctx.exit(1)
+    enabled = tenant_set.enabled
+    paths = sum(t.mount.kind == "path" for t in enabled)
+    click.echo(
+        f"{ctx.obj}: ok, {len(enabled)} tenant(s) enabled ({paths} by path, "
+        f"{len(enabled) - paths} by host), {len(tenant_set) - len(enabled)} disabled"
+    )
+
+
+@main.command("list")
+@click.pass_context
+def list_tenants(ctx: click.Context) -> None:
+    """Show each tenant's app, mount, database (password hidden) and configured state."""
+    rows = [("NAME", "APP", "MOUNT", "DATABASE", "STATE")]
+    for t in _load(ctx):
+        database = make_url(t.database_uri).render_as_string(hide_password=True)
+        rows.append((t.name, t.app, str(t.mount), database, t.state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+def _select(tenant_set: TenantSet, names: Sequence[str], all_: bool) -> list[TenantConfig]:
+    if all_ == bool(names):
+        raise click.UsageError("Name one or more tenants, or pass --all.")
+    if all_:
+        return list(tenant_set.enabled)
+    known = {t.name: t for t in tenant_set}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise click.UsageError(
+            f"No tenant named {', '.join(map(repr, missing))} in {tenant_set.file}; "
+            "`python -m dispatcher list` shows them."
+        )
+    disabled = [n for n in names if not known[n].enabled]
+    if disabled:
+        raise click.UsageError(f"Tenant {', '.join(map(repr, disabled))} is disabled.")
+    return [known[n] for n in names]
+
+
+@main.command("init-db")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every enabled tenant.")
+@click.pass_context
+def init_db(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
+    """Create each tenant's database schema (tables that already exist are kept).
+
+    Tenants in maintenance are included: this is how an operator prepares one. Exits 1 if
+    any tenant failed; the others are still done.
+    """
+    tenants = _select(_load(ctx), names, all_)
+    configure_logging()
+    failed = []
+    for tenant in tenants:
+        try:
+            _build(tenant)
+        except click.ClickException as e:
+            failed.append(tenant.name)
+            click.echo(e.format_message(), err=True)
+        else:
+            click.echo(f"{tenant.name}: schema ready")
+    if failed:
+        raise click.ClickException(f"init-db failed for {', '.join(failed)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=5000, show_default=True, help="Port to bind.")
+@click.option("--reload/--no-reload", default=True, help="Restart when code or the file change.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, reload: bool) -> None:
+    """Serve every tenant with the development server (not for production: use uWSGI)."""
+    _load(ctx)  # report a bad file before starting anything
+    run_dev_server(ctx.obj, host, port, reload)
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def shell(ctx: click.Context, name: str) -> None:
+    """Open a Python shell in tenant NAME's app context."""
+    _run_flask_command(ctx, name, ["shell"])
+
+
+@main.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.pass_context
+def exec_(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
+    """Run a Flask CLI command in tenant NAME's app: exec NAME -- COMMAND [ARGS]...
+
+    Any command of the app's CLI works, its own and Flask's (routes, shell).
+    """
+    _run_flask_command(ctx, name, list(command))
+
+
+def _run_flask_command(ctx: click.Context, name: str, args: list[str]) -> None:
+    tenant = _select(_load(ctx), [name], False)[0]
+    configure_logging()
+    current_tenant.set(name)  # this process serves one tenant: its logs carry the name
+    app = _build(tenant)
+    group = FlaskGroup(create_app=lambda: app, load_dotenv=False, set_debug_flag=False)
+    group.main(args=args, prog_name=f"python -m dispatcher exec {name} --")
+
+
+def _build(tenant: TenantConfig) -> Flask:
+    """Build a tenant's app in its logging context; a failure is logged and reported."""
+    token = current_tenant.set(tenant.name)
+    try:
+        return build_app(tenant)
+    except Exception as e:
+        log.exception("tenant '%s' failed to build", tenant.name)
+        raise click.ClickException(f"{tenant.name}: failed: {type(e).__name__}: {e}") from None
+    finally:
+        current_tenant.reset(token)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

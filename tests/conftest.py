@@ -1,0 +1,85 @@
+"""Fixtures shared by the dispatcher's own tests.
+
+Every test works on files under ``tmp_path``; the session fixture below fails the run if the
+real ``instance/`` folder changed, and a leaked Flask app or request context fails its test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask.globals import _cv_app, _cv_request
+from werkzeug.test import Client
+
+from dispatcher import Dispatcher, load_tenants
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Three tenants of the echo test app: two by path, one by subdomain.
+ECHO_TENANTS = """
+    version: 1
+    base_domain: localhost
+    server_names: [localhost]
+    defaults: {app: tests.apps.echo}
+    tenants:
+      acme: {path: /acme}
+      globex: {path: /globex}
+      umbrella: {subdomain: umbrella}
+"""
+
+
+def _snapshot(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_instance_untouched() -> Iterator[None]:
+    """Nothing a test does may create, change or delete anything in the real instance/."""
+    before = _snapshot(ROOT / "instance")
+    yield
+    assert _snapshot(ROOT / "instance") == before, "a test changed the real instance/ folder"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_context() -> Iterator[None]:
+    """Flask's own leak detector: a test must pop every app and request context it pushes."""
+    yield
+    assert _cv_request.get(None) is None, "a test leaked a request context"
+    assert _cv_app.get(None) is None, "a test leaked an app context"
+
+
+@pytest.fixture
+def write_tenants(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a tenants file (dedented) into tmp_path and return its path."""
+
+    def write(text: str, name: str = "tenants.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_dispatcher(write_tenants: Callable[[str], Path]) -> Callable[[str], Dispatcher]:
+    """Build a dispatcher from tenants-file text, on tmp_path."""
+
+    def make(text: str = ECHO_TENANTS) -> Dispatcher:
+        return Dispatcher(load_tenants(write_tenants(text)))
+
+    return make
+
+
+@pytest.fixture
+def client(make_dispatcher: Callable[[str], Dispatcher]) -> Client:
+    """A test client (with a cookie jar) for the dispatcher of the echo tenants."""
+    return Client(make_dispatcher(ECHO_TENANTS))

@@ -1,0 +1,355 @@
+"""Routing through the dispatcher's WSGI callable: hosts, paths, 404/400/503, health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client, EnvironBuilder
+
+from dispatcher import Dispatcher, TenantApp, build, load_tenants
+from dispatcher.tenant import Mount, TenantConfig
+
+TENANT_NAMES = ("acme", "globex", "umbrella")
+
+
+def get(client: Client, url: str, host: str = "localhost", **kwargs: object):  # type: ignore[no-untyped-def]
+    return client.get(url, headers={"Host": host}, **kwargs)
+
+
+def assert_names_no_tenant(body: str) -> None:
+    for name in TENANT_NAMES:
+        assert name not in body
+
+
+def test_path_tenant_sees_its_prefix(client: Client) -> None:
+    data = get(client, "/acme/").json
+    assert data["tenant"] == "acme"
+    assert data["script_root"] == "/acme"
+    assert data["path"] == "/"
+    assert data["external"] == "http://localhost/acme/"
+
+
+def test_redirect_under_prefix(client: Client) -> None:
+    response = client.post("/acme/login", data={"user": "ann"}, headers={"Host": "localhost"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/acme/whoami"
+
+
+def test_bare_prefix_redirects_to_slash(client: Client) -> None:
+    response = get(client, "/acme")
+    assert response.status_code == 308
+    assert response.headers["Location"].endswith("/acme/")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["umbrella.localhost", "UMBRELLA.Localhost", "umbrella.localhost:5000", "umbrella.localhost."],
+)
+def test_subdomain_host_is_normalised(client: Client, host: str) -> None:
+    assert get(client, "/", host).json["tenant"] == "umbrella"
+
+
+def test_host_routing_comes_before_path_routing(client: Client) -> None:
+    # umbrella's app has no /acme/ route: the request must not reach acme's app.
+    assert get(client, "/acme/", "umbrella.localhost").status_code == 404
+    assert get(client, "/acme/", "localhost").json["tenant"] == "acme"
+
+
+def test_custom_domain_host(make_dispatcher: Callable[[str], Dispatcher]) -> None:
+    dispatcher = make_dispatcher(
+        """
+        version: 1
+        tenants:
+          globex: {app: tests.apps.echo, hosts: [globex.com, www.globex.com]}
+        """
+    )
+    client = Client(dispatcher)
+    assert get(client, "/", "www.globex.com").json["tenant"] == "globex"
+    assert get(client, "/", "globex.com:8443").json["tenant"] == "globex"
+    assert get(client, "/", "evil.globex.com").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("/nope/", "localhost"),
+        ("/", "localhost"),
+        ("/acme/", "unknown.example.com"),  # path tenants answer only on server_names
+        ("/", "nope.localhost"),
+        ("/_dispatcher/other", "localhost"),
+    ],
+)
+def test_unknown_is_plain_404_naming_no_tenant(client: Client, url: str, host: str) -> None:
+    response = get(client, url, host)
+    assert response.status_code == 404
+    assert_names_no_tenant(response.get_data(as_text=True))
+
+
+def test_path_tenants_answer_on_any_host_without_server_names(
+    make_dispatcher: Callable[[str], Dispatcher],
+) -> None:
+    client = Client(
+        make_dispatcher("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
+    )
+    assert get(client, "/acme/", "anything.example").json["tenant"] == "acme"
+
+
+@pytest.mark.parametrize(
+    "host", ["bad host", "a/b", "localhost:99999", "localhost:abc", "[::1", "émoji.com", ""]
+)
+def test_malformed_host_is_400(client: Client, host: str) -> None:
+    assert get(client, "/acme/", host).status_code == 400
+
+
+def test_missing_host_header_uses_server_name(client: Client) -> None:
+    environ = EnvironBuilder("/", base_url="http://umbrella.localhost/").get_environ()
+    del environ["HTTP_HOST"]  # an HTTP/1.0 request without Host
+    status: list[str] = []
+    body = b"".join(client.application(environ, lambda s, h, e=None: status.append(s)))  # type: ignore[arg-type,func-returns-value]
+    assert status == ["200 OK"]
+    assert b'"tenant":"umbrella"' in body
+
+
+@pytest.mark.parametrize(
+    ("url", "raw_uri"),
+    [
+        ("/acme/../globex/", None),
+        ("/acme/./", None),
+        ("/acme/..", None),
+        ("/acme/x/", "/acme%2F..%2Fglobex/x/"),
+        ("/acme/x/", "/acme%2fx/"),
+    ],
+)
+def test_dot_segments_and_encoded_slashes_are_400(
+    client: Client, url: str, raw_uri: str | None
+) -> None:
+    overrides = {"REQUEST_URI": raw_uri} if raw_uri else {}
+    response = client.get(url, headers={"Host": "localhost"}, environ_overrides=overrides)
+    assert response.status_code == 400
+    assert_names_no_tenant(response.get_data(as_text=True))
+
+
+def test_encoded_slash_in_query_string_is_fine(client: Client) -> None:
+    response = get(
+        client, "/acme/?next=%2Fx", environ_overrides={"REQUEST_URI": "/acme/?next=%2Fx"}
+    )
+    assert response.json["tenant"] == "acme"
+
+
+@pytest.mark.parametrize("host", ["localhost", "umbrella.localhost", "whatever.example"])
+def test_health_on_every_host(client: Client, host: str) -> None:
+    response = get(client, "/_dispatcher/health", host)
+    assert response.status_code == 200
+    assert response.json == {
+        "status": "ok",
+        "tenants": {"ready": 3, "failed": 0, "lazy": 0, "maintenance": 0},
+    }
+    assert_names_no_tenant(response.get_data(as_text=True))
+
+
+FAILING = """
+    version: 1
+    base_domain: localhost
+    server_names: [localhost]
+    defaults: {app: tests.apps.echo}
+    tenants:
+      acme: {path: /acme}
+      broken: {path: /broken, config: {FAIL_TO_BUILD: true}}
+      brokenhost: {subdomain: brokenhost, config: {FAIL_TO_BUILD: true}}
+      elsewhere: {path: /elsewhere, app: "tests.apps.echo:create_app_elsewhere"}
+      notflask: {path: /notflask, app: "tests.apps.echo:create_something_else"}
+      nofactory: {path: /nofactory, app: "tests.apps.echo:no_such_factory"}
+"""
+
+
+def test_failing_tenants_answer_503_and_others_serve(
+    make_dispatcher: Callable[[str], Dispatcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client(make_dispatcher(FAILING))
+    assert get(client, "/acme/").json["tenant"] == "acme"
+    for url in ("/broken/", "/elsewhere/", "/notflask/", "/nofactory/"):
+        response = get(client, url)
+        assert response.status_code == 503, url
+        assert "broken" not in response.get_data(as_text=True)
+    # A failed host tenant never falls through to path routing.
+    assert get(client, "/acme/", "brokenhost.localhost").status_code == 503
+    health = get(client, "/_dispatcher/health")
+    assert health.status_code == 200
+    assert health.json["tenants"] == {"ready": 1, "failed": 5, "lazy": 0, "maintenance": 0}
+    failures = {r.tenant: r for r in caplog.records if r.levelno == logging.ERROR}  # type: ignore[attr-defined]
+    assert set(failures) == {"broken", "brokenhost", "elsewhere", "notflask", "nofactory"}
+    assert "this factory was told to fail" in str(failures["broken"].exc_info[1])  # type: ignore[index]
+    assert "instance_path" in failures["elsewhere"].getMessage()
+
+
+def test_failed_build_is_retried_after_30_seconds(
+    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(build.time, "monotonic", lambda: clock[0])
+    config = tmp_path / "instance" / "acme" / "config.py"
+    config.parent.mkdir(parents=True)
+    config.write_text("FAIL_TO_BUILD = True\n")
+    client = Client(
+        make_dispatcher("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
+    )
+    assert get(client, "/acme/").status_code == 503
+    config.write_text("FAIL_TO_BUILD = False\n")
+    clock[0] += 29
+    assert get(client, "/acme/").status_code == 503  # not retried yet
+    clock[0] += 2
+    assert get(client, "/acme/").json["tenant"] == "acme"
+
+
+def test_maintenance_answers_503_with_retry_after_and_builds_nothing(
+    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
+) -> None:
+    client = Client(
+        make_dispatcher(
+            """
+            version: 1
+            defaults: {app: tests.apps.echo}
+            tenants:
+              initech: {path: /initech, maintenance: true}
+              hooli: {path: /hooli, maintenance: {retry_after: 60}}
+            """
+        )
+    )
+    assert get(client, "/initech/").headers["Retry-After"] == "300"
+    response = get(client, "/hooli/x")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"
+    assert not (tmp_path / "instance").exists()
+    assert get(client, "/_dispatcher/health").json["tenants"]["maintenance"] == 2
+
+
+def test_disabled_tenant_is_not_mounted_and_gets_no_folder(
+    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
+) -> None:
+    client = Client(
+        make_dispatcher(
+            """
+            version: 1
+            defaults: {app: tests.apps.echo}
+            tenants:
+              acme: {path: /acme}
+              hooli: {path: /hooli, enabled: false}
+            """
+        )
+    )
+    assert get(client, "/hooli/").status_code == 404
+    assert not (tmp_path / "instance" / "hooli").exists()
+    assert get(client, "/_dispatcher/health").json["tenants"]["ready"] == 1
+
+
+def test_lazy_tenant_is_built_on_first_request(
+    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
+) -> None:
+    client = Client(
+        make_dispatcher(
+            "version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme, lazy: true}}"
+        )
+    )
+    assert not (tmp_path / "instance" / "acme").exists()
+    assert get(client, "/_dispatcher/health").json["tenants"]["lazy"] == 1
+    assert get(client, "/acme/").json["tenant"] == "acme"
+    assert get(client, "/_dispatcher/health").json["tenants"]["ready"] == 1
+
+
+def _tenant(name: str) -> TenantConfig:
+    return TenantConfig(name, "x", f"/nonexistent/{name}", "sqlite://", Mount(path=f"/{name}"))
+
+
+def test_concurrent_first_requests_build_once() -> None:
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow_builder(tenant: TenantConfig) -> Flask:
+        calls.append(tenant.name)
+        started.set()
+        assert release.wait(10)
+        return Flask(tenant.name)
+
+    handle = TenantApp(_tenant("acme"), slow_builder)
+    results: list[Flask | None] = []
+    threads = [threading.Thread(target=lambda: results.append(handle.build())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(10)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert calls == ["acme"]
+    assert len(results) == 8
+    assert all(app is results[0] for app in results)
+
+
+def test_slow_build_does_not_block_another_tenant() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def builder(tenant: TenantConfig) -> Flask:
+        if tenant.name == "slow":
+            started.set()
+            assert release.wait(10)
+        return Flask(tenant.name)
+
+    slow, fast = TenantApp(_tenant("slow"), builder), TenantApp(_tenant("fast"), builder)
+    thread = threading.Thread(target=slow.build)
+    thread.start()
+    try:
+        assert started.wait(10)
+        assert fast.build() is not None  # built while "slow" still holds its own lock
+        assert slow.app is None
+    finally:
+        release.set()
+        thread.join(10)
+    assert slow.app is not None
+
+
+def test_proxy_headers_are_ignored_unless_trusted(client: Client) -> None:
+    headers = {
+        "Host": "localhost",
+        "X-Forwarded-Host": "umbrella.localhost",
+        "X-Forwarded-Proto": "https",
+    }
+    data = client.get("/acme/", headers=headers).json
+    assert data["tenant"] == "acme"
+    assert data["external"] == "http://localhost/acme/"
+
+
+def test_trusted_proxy_headers_set_scheme_and_host(
+    make_dispatcher: Callable[[str], Dispatcher],
+) -> None:
+    client = Client(
+        make_dispatcher(
+            """
+            version: 1
+            base_domain: example.com
+            proxy: {x_for: 1, x_proto: 1, x_host: 1}
+            tenants:
+              acme: {app: tests.apps.echo, path: /acme}
+              umbrella: {app: tests.apps.echo, subdomain: umbrella}
+            """
+        )
+    )
+    headers = {
+        "Host": "127.0.0.1:9000",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "app.example.com",
+    }
+    data = client.get("/acme/", headers=headers).json
+    assert data["external"] == "https://app.example.com/acme/"
+    assert data["secure"] is True
+    headers["X-Forwarded-Host"] = "umbrella.example.com"
+    assert client.get("/", headers=headers).json["tenant"] == "umbrella"
+
+
+def test_each_dispatcher_is_independent(write_tenants: Callable[[str], Path]) -> None:
+    path = write_tenants("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
+    first, second = Dispatcher(load_tenants(path)), Dispatcher(load_tenants(path))
+    assert first.tenants["acme"].app is not second.tenants["acme"].app
