@@ -76,10 +76,17 @@ class TenantSet:
 
 
 def load_tenants(
-    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    instance_root: str | None = None,
 ) -> TenantSet:
-    """Read and validate a tenants file; raise :class:`ConfigError` listing every problem."""
-    tenant_set, problems = check_tenants(path, environ)
+    """Read and validate a tenants file; raise :class:`ConfigError` listing every problem.
+
+    ``instance_root`` overrides the file's own (the test plugin puts tenants on temporary
+    folders this way; ``{instance_path}`` in database URLs follows it).
+    """
+    tenant_set, problems = check_tenants(path, environ, instance_root=instance_root)
     errors = [p for p in problems if not p.warning]
     if tenant_set is None or errors:
         raise ConfigError(errors)
@@ -87,7 +94,10 @@ def load_tenants(
 
 
 def check_tenants(
-    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    instance_root: str | None = None,
 ) -> tuple[TenantSet | None, list[Problem]]:
     """Validate a tenants file; return the set (``None`` if any error) and all problems."""
     file = os.fspath(path)
@@ -99,7 +109,7 @@ def check_tenants(
         fix = "Pass the right file with -f or $TENANTS_FILE"
         return None, [Problem(file, 0, (), f"cannot read the tenants file: {reason}", fix)]
     doc = parse_yaml(text, file, os.environ if environ is None else environ)
-    tenant_set = _Checker(doc, os.path.dirname(os.path.abspath(file))).run()
+    tenant_set = _Checker(doc, os.path.dirname(os.path.abspath(file)), instance_root).run()
     # A problem in defaults is reported once, not once per tenant; then in file order.
     problems = sorted(dict.fromkeys(doc.problems), key=lambda p: p.line)
     errors = [p for p in problems if not p.warning]
@@ -109,9 +119,10 @@ def check_tenants(
 class _Checker:
     """Applies every rule to one parsed document, adding problems to it."""
 
-    def __init__(self, doc: YamlDocument, root: str) -> None:
+    def __init__(self, doc: YamlDocument, root: str, instance_root: str | None) -> None:
         self.doc = doc
         self.root = root
+        self.instance_root = instance_root
         self.modules: dict[str, str | None] = {}
 
     def run(self) -> TenantSet | None:
@@ -152,7 +163,7 @@ class _Checker:
                 "Write one 'name:' line per tenant under 'tenants:'",
             )
             raw_tenants = None
-        instance_root = os.path.join(self.root, top.instance_root)
+        instance_root = self.instance_root or os.path.join(self.root, top.instance_root)
         tenants = [
             tenant
             for name, raw in (raw_tenants or {}).items()

@@ -80,6 +80,6 @@ def make_dispatcher(write_tenants: Callable[[str], Path]) -> Callable[[str], Dis
 
 
 @pytest.fixture
-def client(make_dispatcher: Callable[[str], Dispatcher]) -> Client:
+def echo_client(make_dispatcher: Callable[[str], Dispatcher]) -> Client:
     """A test client (with a cookie jar) for the dispatcher of the echo tenants."""
     return Client(make_dispatcher(ECHO_TENANTS))

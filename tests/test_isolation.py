@@ -20,35 +20,35 @@ from dispatcher.isolation import load_or_create_secret
 HOST = {"Host": "localhost"}
 
 
-def login(client: Client, tenant: str, user: str, host: str = "localhost") -> None:
+def login(echo_client: Client, tenant: str, user: str, host: str = "localhost") -> None:
     prefix = "" if tenant == "umbrella" else f"/{tenant}"
-    response = client.post(f"{prefix}/login", data={"user": user}, headers={"Host": host})
+    response = echo_client.post(f"{prefix}/login", data={"user": user}, headers={"Host": host})
     assert response.status_code == 302
 
 
-def whoami(client: Client, tenant: str, host: str = "localhost") -> str | None:
+def whoami(echo_client: Client, tenant: str, host: str = "localhost") -> str | None:
     prefix = "" if tenant == "umbrella" else f"/{tenant}"
-    data = client.get(f"{prefix}/whoami", headers={"Host": host}).json
+    data = echo_client.get(f"{prefix}/whoami", headers={"Host": host}).json
     assert data is not None and data["tenant"] == tenant
     return data["user"]  # type: ignore[no-any-return]
 
 
-def test_logged_in_to_every_tenant_in_one_cookie_jar(client: Client) -> None:
-    login(client, "acme", "ann")
-    login(client, "globex", "bob")
-    login(client, "umbrella", "cy", host="umbrella.localhost")
-    assert whoami(client, "acme") == "ann"
-    assert whoami(client, "globex") == "bob"
-    assert whoami(client, "umbrella", host="umbrella.localhost") == "cy"
+def test_logged_in_to_every_tenant_in_one_cookie_jar(echo_client: Client) -> None:
+    login(echo_client, "acme", "ann")
+    login(echo_client, "globex", "bob")
+    login(echo_client, "umbrella", "cy", host="umbrella.localhost")
+    assert whoami(echo_client, "acme") == "ann"
+    assert whoami(echo_client, "globex") == "bob"
+    assert whoami(echo_client, "umbrella", host="umbrella.localhost") == "cy"
 
 
-def test_session_cookie_is_scoped_to_its_tenant(client: Client) -> None:
-    acme = client.post("/acme/login", data={"user": "ann"}, headers=HOST).headers["Set-Cookie"]
+def test_session_cookie_is_scoped_to_its_tenant(echo_client: Client) -> None:
+    acme = echo_client.post("/acme/login", data={"user": "ann"}, headers=HOST).headers["Set-Cookie"]
     assert acme.startswith("session_acme=")
     assert "Path=/acme" in acme
     assert "HttpOnly" in acme
     assert "Domain" not in acme
-    umbrella = client.post(
+    umbrella = echo_client.post(
         "/login", data={"user": "cy"}, headers={"Host": "umbrella.localhost"}
     ).headers["Set-Cookie"]
     assert umbrella.startswith("session_umbrella=")
@@ -56,11 +56,11 @@ def test_session_cookie_is_scoped_to_its_tenant(client: Client) -> None:
 
 
 @pytest.mark.parametrize("as_name", ["session_acme", "session_globex"])
-def test_cookie_replayed_to_another_tenant_is_rejected(client: Client, as_name: str) -> None:
-    login(client, "acme", "ann")
-    value = client.get_cookie("session_acme", path="/acme")
+def test_cookie_replayed_to_another_tenant_is_rejected(echo_client: Client, as_name: str) -> None:
+    login(echo_client, "acme", "ann")
+    value = echo_client.get_cookie("session_acme", path="/acme")
     assert value is not None
-    other = Client(client.application)
+    other = Client(echo_client.application)
     other.set_cookie(as_name, value.value, path="/")
     assert whoami(other, "globex") is None
     other.set_cookie(as_name, value.value, domain="umbrella.localhost", path="/")
@@ -68,7 +68,7 @@ def test_cookie_replayed_to_another_tenant_is_rejected(client: Client, as_name: 
 
 
 def test_app_cannot_widen_its_cookie(make_dispatcher: Callable[[str], Dispatcher]) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             """
             version: 1
@@ -85,9 +85,9 @@ def test_app_cannot_widen_its_cookie(make_dispatcher: Callable[[str], Dispatcher
             """
         )
     )
-    acme = client.post("/acme/login", data={"user": "a"}, headers=HOST).headers["Set-Cookie"]
+    acme = echo_client.post("/acme/login", data={"user": "a"}, headers=HOST).headers["Set-Cookie"]
     assert acme.startswith("session_acme=") and "Path=/acme" in acme and "Domain" not in acme
-    umbrella = client.post(
+    umbrella = echo_client.post(
         "/login", data={"user": "c"}, headers={"Host": "umbrella.localhost"}
     ).headers["Set-Cookie"]
     assert umbrella.startswith("session_umbrella=") and "Domain" not in umbrella
@@ -141,12 +141,14 @@ def test_key_shared_through_instance_configs_is_refused(
     for name in ("acme", "globex"):
         (tmp_path / "instance" / name).mkdir(parents=True)
         (tmp_path / "instance" / name / "config.py").write_text("SECRET_KEY = 'same'\n")
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             "version: 1\ndefaults: {app: tests.apps.echo, mount: path}\ntenants: {acme: , globex: }"
         )
     )
-    statuses = sorted(client.get(f"/{n}/", headers=HOST).status_code for n in ("acme", "globex"))
+    statuses = sorted(
+        echo_client.get(f"/{n}/", headers=HOST).status_code for n in ("acme", "globex")
+    )
     assert statuses == [200, 503]
 
 
@@ -197,31 +199,33 @@ def test_empty_secret_file_is_refused_not_used(tmp_path: Path) -> None:
         load_or_create_secret(str(tmp_path))
 
 
-def test_data_written_to_one_tenant_is_invisible_to_another(client: Client, tmp_path: Path) -> None:
-    assert client.post("/acme/items", data={"text": "acme's"}, headers=HOST).status_code == 201
-    assert client.get("/acme/items", headers=HOST).json == {"items": ["acme's"]}
-    assert client.get("/globex/items", headers=HOST).json == {"items": []}
+def test_data_written_to_one_tenant_is_invisible_to_another(
+    echo_client: Client, tmp_path: Path
+) -> None:
+    assert echo_client.post("/acme/items", data={"text": "acme's"}, headers=HOST).status_code == 201
+    assert echo_client.get("/acme/items", headers=HOST).json == {"items": ["acme's"]}
+    assert echo_client.get("/globex/items", headers=HOST).json == {"items": []}
     assert (tmp_path / "instance" / "acme" / "app.db").exists()
     assert (tmp_path / "instance" / "globex" / "app.db").exists()
 
 
-def test_sqlite_runs_in_wal_mode_with_busy_timeout(client: Client, tmp_path: Path) -> None:
-    client.post("/acme/items", data={"text": "x"}, headers=HOST)
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(echo_client: Client, tmp_path: Path) -> None:
+    echo_client.post("/acme/items", data={"text": "x"}, headers=HOST)
     with sqlite3.connect(tmp_path / "instance" / "acme" / "app.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    app = client.application.tenants["acme"].app  # type: ignore[attr-defined]
+    app = echo_client.application.tenants["acme"].app  # type: ignore[attr-defined]
     (engine,) = app_engines(app)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
 
 
-def test_concurrent_read_then_write_never_locks(client: Client) -> None:
+def test_concurrent_read_then_write_never_locks(echo_client: Client) -> None:
     """Each POST /items reads, then writes: without BEGIN IMMEDIATE this fails 'locked'."""
     statuses: list[int] = []
     barrier = threading.Barrier(8)
 
     def writer(n: int) -> None:
-        local = Client(client.application)
+        local = Client(echo_client.application)
         barrier.wait(10)
         for i in range(25):
             response = local.post("/acme/items", data={"text": f"{n}-{i}"}, headers=HOST)
@@ -233,11 +237,11 @@ def test_concurrent_read_then_write_never_locks(client: Client) -> None:
     for thread in threads:
         thread.join(60)
     assert statuses.count(201) == 200, sorted(set(statuses))
-    assert len(client.get("/acme/items", headers=HOST).json["items"]) == 200
+    assert len(echo_client.get("/acme/items", headers=HOST).json["items"]) == 200
 
 
-def test_no_connection_survives_the_build(client: Client) -> None:
+def test_no_connection_survives_the_build(echo_client: Client) -> None:
     """A uWSGI master that builds before forking must not hand a connection to workers."""
-    for handle in client.application.tenants.values():  # type: ignore[attr-defined]
+    for handle in echo_client.application.tenants.values():  # type: ignore[attr-defined]
         for engine in app_engines(handle.app):
             assert engine.pool.checkedin() == 0

@@ -12,7 +12,7 @@ from dispatcher.logs import FORMAT, OneLineFormatter, configure_logging
 
 
 def test_records_carry_the_tenant_even_on_a_shared_logger(
-    client: Client, caplog: pytest.LogCaptureFixture
+    echo_client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     for host, url in [
@@ -20,16 +20,16 @@ def test_records_carry_the_tenant_even_on_a_shared_logger(
         ("localhost", "/globex/log"),
         ("umbrella.localhost", "/log"),
     ]:
-        assert client.get(url, headers={"Host": host}).status_code == 200
+        assert echo_client.get(url, headers={"Host": host}).status_code == 200
     records = [r for r in caplog.records if r.getMessage() == "hello from the app"]
     assert {r.name for r in records} == {"tests.apps.echo"}  # one logger for all three
     assert [r.tenant for r in records] == ["acme", "globex", "umbrella"]  # type: ignore[attr-defined]
 
 
 def test_unhandled_error_is_logged_with_tenant(
-    client: Client, caplog: pytest.LogCaptureFixture
+    echo_client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert client.get("/globex/boom", headers={"Host": "localhost"}).status_code == 500
+    assert echo_client.get("/globex/boom", headers={"Host": "localhost"}).status_code == 500
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.tenant == "globex"  # type: ignore[attr-defined]
 

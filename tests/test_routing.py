@@ -17,8 +17,8 @@ from dispatcher.tenant import Mount, TenantConfig
 TENANT_NAMES = ("acme", "globex", "umbrella")
 
 
-def get(client: Client, url: str, host: str = "localhost", **kwargs: object):  # type: ignore[no-untyped-def]
-    return client.get(url, headers={"Host": host}, **kwargs)
+def get(echo_client: Client, url: str, host: str = "localhost", **kwargs: object):  # type: ignore[no-untyped-def]
+    return echo_client.get(url, headers={"Host": host}, **kwargs)
 
 
 def assert_names_no_tenant(body: str) -> None:
@@ -26,22 +26,22 @@ def assert_names_no_tenant(body: str) -> None:
         assert name not in body
 
 
-def test_path_tenant_sees_its_prefix(client: Client) -> None:
-    data = get(client, "/acme/").json
+def test_path_tenant_sees_its_prefix(echo_client: Client) -> None:
+    data = get(echo_client, "/acme/").json
     assert data["tenant"] == "acme"
     assert data["script_root"] == "/acme"
     assert data["path"] == "/"
     assert data["external"] == "http://localhost/acme/"
 
 
-def test_redirect_under_prefix(client: Client) -> None:
-    response = client.post("/acme/login", data={"user": "ann"}, headers={"Host": "localhost"})
+def test_redirect_under_prefix(echo_client: Client) -> None:
+    response = echo_client.post("/acme/login", data={"user": "ann"}, headers={"Host": "localhost"})
     assert response.status_code == 302
     assert response.headers["Location"] == "/acme/whoami"
 
 
-def test_bare_prefix_redirects_to_slash(client: Client) -> None:
-    response = get(client, "/acme")
+def test_bare_prefix_redirects_to_slash(echo_client: Client) -> None:
+    response = get(echo_client, "/acme")
     assert response.status_code == 308
     assert response.headers["Location"].endswith("/acme/")
 
@@ -50,14 +50,14 @@ def test_bare_prefix_redirects_to_slash(client: Client) -> None:
     "host",
     ["umbrella.localhost", "UMBRELLA.Localhost", "umbrella.localhost:5000", "umbrella.localhost."],
 )
-def test_subdomain_host_is_normalised(client: Client, host: str) -> None:
-    assert get(client, "/", host).json["tenant"] == "umbrella"
+def test_subdomain_host_is_normalised(echo_client: Client, host: str) -> None:
+    assert get(echo_client, "/", host).json["tenant"] == "umbrella"
 
 
-def test_host_routing_comes_before_path_routing(client: Client) -> None:
+def test_host_routing_comes_before_path_routing(echo_client: Client) -> None:
     # umbrella's app has no /acme/ route: the request must not reach acme's app.
-    assert get(client, "/acme/", "umbrella.localhost").status_code == 404
-    assert get(client, "/acme/", "localhost").json["tenant"] == "acme"
+    assert get(echo_client, "/acme/", "umbrella.localhost").status_code == 404
+    assert get(echo_client, "/acme/", "localhost").json["tenant"] == "acme"
 
 
 def test_custom_domain_host(make_dispatcher: Callable[[str], Dispatcher]) -> None:
@@ -68,10 +68,10 @@ def test_custom_domain_host(make_dispatcher: Callable[[str], Dispatcher]) -> Non
           globex: {app: tests.apps.echo, hosts: [globex.com, www.globex.com]}
         """
     )
-    client = Client(dispatcher)
-    assert get(client, "/", "www.globex.com").json["tenant"] == "globex"
-    assert get(client, "/", "globex.com:8443").json["tenant"] == "globex"
-    assert get(client, "/", "evil.globex.com").status_code == 404
+    echo_client = Client(dispatcher)
+    assert get(echo_client, "/", "www.globex.com").json["tenant"] == "globex"
+    assert get(echo_client, "/", "globex.com:8443").json["tenant"] == "globex"
+    assert get(echo_client, "/", "evil.globex.com").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_custom_domain_host(make_dispatcher: Callable[[str], Dispatcher]) -> Non
         ("/_dispatcher/other", "localhost"),
     ],
 )
-def test_unknown_is_plain_404_naming_no_tenant(client: Client, url: str, host: str) -> None:
-    response = get(client, url, host)
+def test_unknown_is_plain_404_naming_no_tenant(echo_client: Client, url: str, host: str) -> None:
+    response = get(echo_client, url, host)
     assert response.status_code == 404
     assert_names_no_tenant(response.get_data(as_text=True))
 
@@ -93,24 +93,24 @@ def test_unknown_is_plain_404_naming_no_tenant(client: Client, url: str, host: s
 def test_path_tenants_answer_on_any_host_without_server_names(
     make_dispatcher: Callable[[str], Dispatcher],
 ) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
     )
-    assert get(client, "/acme/", "anything.example").json["tenant"] == "acme"
+    assert get(echo_client, "/acme/", "anything.example").json["tenant"] == "acme"
 
 
 @pytest.mark.parametrize(
     "host", ["bad host", "a/b", "localhost:99999", "localhost:abc", "[::1", "émoji.com", ""]
 )
-def test_malformed_host_is_400(client: Client, host: str) -> None:
-    assert get(client, "/acme/", host).status_code == 400
+def test_malformed_host_is_400(echo_client: Client, host: str) -> None:
+    assert get(echo_client, "/acme/", host).status_code == 400
 
 
-def test_missing_host_header_uses_server_name(client: Client) -> None:
+def test_missing_host_header_uses_server_name(echo_client: Client) -> None:
     environ = EnvironBuilder("/", base_url="http://umbrella.localhost/").get_environ()
     del environ["HTTP_HOST"]  # an HTTP/1.0 request without Host
     status: list[str] = []
-    body = b"".join(client.application(environ, lambda s, h, e=None: status.append(s)))  # type: ignore[arg-type,func-returns-value]
+    body = b"".join(echo_client.application(environ, lambda s, h, e=None: status.append(s)))  # type: ignore[arg-type,func-returns-value]
     assert status == ["200 OK"]
     assert b'"tenant":"umbrella"' in body
 
@@ -126,24 +126,24 @@ def test_missing_host_header_uses_server_name(client: Client) -> None:
     ],
 )
 def test_dot_segments_and_encoded_slashes_are_400(
-    client: Client, url: str, raw_uri: str | None
+    echo_client: Client, url: str, raw_uri: str | None
 ) -> None:
     overrides = {"REQUEST_URI": raw_uri} if raw_uri else {}
-    response = client.get(url, headers={"Host": "localhost"}, environ_overrides=overrides)
+    response = echo_client.get(url, headers={"Host": "localhost"}, environ_overrides=overrides)
     assert response.status_code == 400
     assert_names_no_tenant(response.get_data(as_text=True))
 
 
-def test_encoded_slash_in_query_string_is_fine(client: Client) -> None:
+def test_encoded_slash_in_query_string_is_fine(echo_client: Client) -> None:
     response = get(
-        client, "/acme/?next=%2Fx", environ_overrides={"REQUEST_URI": "/acme/?next=%2Fx"}
+        echo_client, "/acme/?next=%2Fx", environ_overrides={"REQUEST_URI": "/acme/?next=%2Fx"}
     )
     assert response.json["tenant"] == "acme"
 
 
 @pytest.mark.parametrize("host", ["localhost", "umbrella.localhost", "whatever.example"])
-def test_health_on_every_host(client: Client, host: str) -> None:
-    response = get(client, "/_dispatcher/health", host)
+def test_health_on_every_host(echo_client: Client, host: str) -> None:
+    response = get(echo_client, "/_dispatcher/health", host)
     assert response.status_code == 200
     assert response.json == {
         "status": "ok",
@@ -170,15 +170,15 @@ FAILING = """
 def test_failing_tenants_answer_503_and_others_serve(
     make_dispatcher: Callable[[str], Dispatcher], caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = Client(make_dispatcher(FAILING))
-    assert get(client, "/acme/").json["tenant"] == "acme"
+    echo_client = Client(make_dispatcher(FAILING))
+    assert get(echo_client, "/acme/").json["tenant"] == "acme"
     for url in ("/broken/", "/elsewhere/", "/notflask/", "/nofactory/"):
-        response = get(client, url)
+        response = get(echo_client, url)
         assert response.status_code == 503, url
         assert "broken" not in response.get_data(as_text=True)
     # A failed host tenant never falls through to path routing.
-    assert get(client, "/acme/", "brokenhost.localhost").status_code == 503
-    health = get(client, "/_dispatcher/health")
+    assert get(echo_client, "/acme/", "brokenhost.localhost").status_code == 503
+    health = get(echo_client, "/_dispatcher/health")
     assert health.status_code == 200
     assert health.json["tenants"] == {"ready": 1, "failed": 5, "lazy": 0, "maintenance": 0}
     failures = {r.tenant: r for r in caplog.records if r.levelno == logging.ERROR}  # type: ignore[attr-defined]
@@ -195,21 +195,21 @@ def test_failed_build_is_retried_after_30_seconds(
     config = tmp_path / "instance" / "acme" / "config.py"
     config.parent.mkdir(parents=True)
     config.write_text("FAIL_TO_BUILD = True\n")
-    client = Client(
+    echo_client = Client(
         make_dispatcher("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
     )
-    assert get(client, "/acme/").status_code == 503
+    assert get(echo_client, "/acme/").status_code == 503
     config.write_text("FAIL_TO_BUILD = False\n")
     clock[0] += 29
-    assert get(client, "/acme/").status_code == 503  # not retried yet
+    assert get(echo_client, "/acme/").status_code == 503  # not retried yet
     clock[0] += 2
-    assert get(client, "/acme/").json["tenant"] == "acme"
+    assert get(echo_client, "/acme/").json["tenant"] == "acme"
 
 
 def test_maintenance_answers_503_with_retry_after_and_builds_nothing(
     make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
 ) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             """
             version: 1
@@ -220,18 +220,18 @@ def test_maintenance_answers_503_with_retry_after_and_builds_nothing(
             """
         )
     )
-    assert get(client, "/initech/").headers["Retry-After"] == "300"
-    response = get(client, "/hooli/x")
+    assert get(echo_client, "/initech/").headers["Retry-After"] == "300"
+    response = get(echo_client, "/hooli/x")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "60"
     assert not (tmp_path / "instance").exists()
-    assert get(client, "/_dispatcher/health").json["tenants"]["maintenance"] == 2
+    assert get(echo_client, "/_dispatcher/health").json["tenants"]["maintenance"] == 2
 
 
 def test_disabled_tenant_is_not_mounted_and_gets_no_folder(
     make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
 ) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             """
             version: 1
@@ -242,23 +242,23 @@ def test_disabled_tenant_is_not_mounted_and_gets_no_folder(
             """
         )
     )
-    assert get(client, "/hooli/").status_code == 404
+    assert get(echo_client, "/hooli/").status_code == 404
     assert not (tmp_path / "instance" / "hooli").exists()
-    assert get(client, "/_dispatcher/health").json["tenants"]["ready"] == 1
+    assert get(echo_client, "/_dispatcher/health").json["tenants"]["ready"] == 1
 
 
 def test_lazy_tenant_is_built_on_first_request(
     make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
 ) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             "version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme, lazy: true}}"
         )
     )
     assert not (tmp_path / "instance" / "acme").exists()
-    assert get(client, "/_dispatcher/health").json["tenants"]["lazy"] == 1
-    assert get(client, "/acme/").json["tenant"] == "acme"
-    assert get(client, "/_dispatcher/health").json["tenants"]["ready"] == 1
+    assert get(echo_client, "/_dispatcher/health").json["tenants"]["lazy"] == 1
+    assert get(echo_client, "/acme/").json["tenant"] == "acme"
+    assert get(echo_client, "/_dispatcher/health").json["tenants"]["ready"] == 1
 
 
 def _tenant(name: str) -> TenantConfig:
@@ -311,13 +311,13 @@ def test_slow_build_does_not_block_another_tenant() -> None:
     assert slow.app is not None
 
 
-def test_proxy_headers_are_ignored_unless_trusted(client: Client) -> None:
+def test_proxy_headers_are_ignored_unless_trusted(echo_client: Client) -> None:
     headers = {
         "Host": "localhost",
         "X-Forwarded-Host": "umbrella.localhost",
         "X-Forwarded-Proto": "https",
     }
-    data = client.get("/acme/", headers=headers).json
+    data = echo_client.get("/acme/", headers=headers).json
     assert data["tenant"] == "acme"
     assert data["external"] == "http://localhost/acme/"
 
@@ -325,7 +325,7 @@ def test_proxy_headers_are_ignored_unless_trusted(client: Client) -> None:
 def test_trusted_proxy_headers_set_scheme_and_host(
     make_dispatcher: Callable[[str], Dispatcher],
 ) -> None:
-    client = Client(
+    echo_client = Client(
         make_dispatcher(
             """
             version: 1
@@ -342,11 +342,11 @@ def test_trusted_proxy_headers_set_scheme_and_host(
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "app.example.com",
     }
-    data = client.get("/acme/", headers=headers).json
+    data = echo_client.get("/acme/", headers=headers).json
     assert data["external"] == "https://app.example.com/acme/"
     assert data["secure"] is True
     headers["X-Forwarded-Host"] = "umbrella.example.com"
-    assert client.get("/", headers=headers).json["tenant"] == "umbrella"
+    assert echo_client.get("/", headers=headers).json["tenant"] == "umbrella"
 
 
 def test_each_dispatcher_is_independent(write_tenants: Callable[[str], Path]) -> None:
