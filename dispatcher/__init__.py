@@ -16,13 +16,12 @@ from .problems import ConfigError, Problem
 from .routing import Dispatcher
 from .serve import create_dispatcher, flask_app
 from .spec import TenantSet, check_tenants, load_tenants
-from .tenant import Mount, TenantConfig
+from .tenant import TenantConfig
 
 __all__ = [
     "BuildError",
     "ConfigError",
     "Dispatcher",
-    "Mount",
     "Problem",
     "TenantApp",
     "TenantConfig",

@@ -68,7 +68,7 @@ def check(ctx: click.Context) -> None:
         click.echo(f"{ctx.obj}: {errors} error(s)", err=True)
         ctx.exit(1)
     enabled = tenant_set.enabled
-    paths = sum(t.mount.kind == "path" for t in enabled)
+    paths = sum(t.path is not None for t in enabled)
     click.echo(
         f"{ctx.obj}: ok, {len(enabled)} tenant(s) enabled ({paths} by path, "
         f"{len(enabled) - paths} by host), {len(tenant_set) - len(enabled)} disabled"
@@ -81,12 +81,18 @@ def list_tenants(ctx: click.Context) -> None:
     """Show each tenant's app, mount, database (password hidden) and configured state."""
     rows = [("NAME", "APP", "MOUNT", "DATABASE", "STATE")]
     for t in _load(ctx):
-        database = make_url(t.database_uri).render_as_string(hide_password=True)
-        rows.append((t.name, t.app, str(t.mount), database, t.state))
+        rows.append((t.name, t.app, t.mount_label, _without_secrets(t.database_uri), t.state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, row[-1]]))
+
+
+def _without_secrets(uri: str) -> str:
+    """The URL with its password, and any ``?password=``-like query value, hidden."""
+    url = make_url(uri)
+    query = {k: "***" if "password" in k.lower() else v for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)
 
 
 def _select(tenant_set: TenantSet, names: Sequence[str], all_: bool) -> list[TenantConfig]:

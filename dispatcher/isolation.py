@@ -104,11 +104,11 @@ def isolate_session_cookie(app: Flask, tenant: TenantConfig) -> None:
     """
     app.config["SESSION_COOKIE_NAME"] = f"session_{tenant.name}"
     app.config["SESSION_COOKIE_DOMAIN"] = None
-    if tenant.mount.path is not None:
-        app.config["SESSION_COOKIE_PATH"] = tenant.mount.path
+    if tenant.path is not None:
+        app.config["SESSION_COOKIE_PATH"] = tenant.path
         app.config["SESSION_COOKIE_HTTPONLY"] = True
         # url_for outside a request (CLI, shell) builds URLs under the mount too.
-        app.config["APPLICATION_ROOT"] = tenant.mount.path
+        app.config["APPLICATION_ROOT"] = tenant.path
 
 
 def harden_sqlite(engine: Engine) -> None:

@@ -48,9 +48,9 @@ class Dispatcher:
         self.tenant_set = tenant_set
         self._secret_owners: dict[str, str] = {}
         self.tenants = {t.name: TenantApp(t, self._build) for t in tenant_set.enabled}
-        self.hosts = {h: a for a in self.tenants.values() for h in a.tenant.mount.hosts}
+        self.hosts = {h: a for a in self.tenants.values() for h in a.tenant.hosts}
         mounts: dict[str, WSGIApplication] = {
-            a.tenant.mount.path: a for a in self.tenants.values() if a.tenant.mount.path
+            a.tenant.path: a for a in self.tenants.values() if a.tenant.path
         }
         self.paths = DispatcherMiddleware(NotFound(), mounts)
         self.server_names = tenant_set.server_names

@@ -7,7 +7,7 @@ them all, :func:`check_tenants` returns them (with warnings) for ``python -m dis
 
     tenant_set = load_tenants("tenants.yaml")
     for tenant in tenant_set.enabled:
-        print(tenant.name, tenant.mount)
+        print(tenant.name, tenant.mount)     # "/acme", or ("globex.example.com",)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec, PathFinder
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -28,7 +29,7 @@ from sqlalchemy.exc import ArgumentError
 
 from .problems import ConfigError, Problem
 from .schema import Defaults, Proxy, Tenant, TenantsFile, validate
-from .tenant import Mount, TenantConfig
+from .tenant import TenantConfig
 from .yamlfile import YamlDocument, parse_yaml
 
 #: Paths under this prefix belong to the dispatcher on every host.
@@ -171,7 +172,7 @@ class _Checker:
         ]
         self.check_unique(tenants, server_names)
         self.warn_yaml_booleans()
-        if server_names is None and any(t.mount.kind == "path" for t in tenants):
+        if server_names is None and any(t.path is not None for t in tenants):
             doc.problem(
                 ("server_names",),
                 "path mounts answer on any Host header",
@@ -234,13 +235,15 @@ class _Checker:
         database = self.database(name, merged.get("database", DEFAULT_DATABASE), instance_path)
         if len(self.doc.problems) > before or mount is None or app is None or database is None:
             return None
+        path, hosts = mount
         maintenance = merged.get("maintenance")
         return TenantConfig(
             name=name,
             app=app,
             instance_path=instance_path,
             database_uri=database,
-            mount=mount,
+            path=path,
+            hosts=hosts,
             config=copy.deepcopy(config),
             enabled=merged.get("enabled", True),
             lazy=merged.get("lazy", False),
@@ -260,7 +263,7 @@ class _Checker:
 
     def mount(
         self, name: str, spec: Tenant, default: str | None, base_domain: str | None
-    ) -> Mount | None:
+    ) -> tuple[str | None, tuple[str, ...]] | None:
         at = ("tenants", name)
         has_host = spec.subdomain is not None or spec.hosts is not None
         if spec.path is not None and has_host:
@@ -272,10 +275,10 @@ class _Checker:
             return None
         if spec.path is not None:
             path = self.path(spec.path, (*at, "path"))
-            return Mount(path=path) if path else None
+            return (path, ()) if path else None
         if not has_host:
             if default == "path":
-                return Mount(path=f"/{name}")
+                return (f"/{name}", ())
             if default == "subdomain":
                 spec = spec.model_copy(update={"subdomain": name})
             else:
@@ -312,7 +315,7 @@ class _Checker:
             host = self.host(raw_host, (*at, "hosts", i))
             if host:
                 hosts.append(host)
-        return Mount(hosts=tuple(hosts)) if hosts else None
+        return (None, tuple(hosts)) if hosts else None
 
     def path(self, path: str, at: tuple[Any, ...]) -> str | None:
         """Check a path mount; return it, or ``None`` with a problem recorded."""
@@ -419,9 +422,9 @@ class _Checker:
         databases: dict[tuple[Any, ...], TenantConfig] = {}
         secrets: dict[str, TenantConfig] = {}
         for tenant in tenants:
-            if tenant.mount.path is not None:
-                self.unique(paths, tenant.mount.path, tenant, "path", "path")
-            for host in tenant.mount.hosts:
+            if tenant.path is not None:
+                self.unique(paths, tenant.path, tenant, "path", "path")
+            for host in tenant.hosts:
                 self.unique(hosts, host, tenant, "hosts", "host")
                 if server_names and host in server_names:
                     self.doc.problem(
@@ -515,24 +518,40 @@ def _database_key(url: str) -> tuple[Any, ...]:
 def _find_module(module: str, root: str) -> str | None:
     """``None`` if ``module`` can be imported from ``root``, else why not."""
     add_import_root(root)
-    try:
-        if importlib.util.find_spec(module) is not None:
-            return None
-    except ModuleNotFoundError:
-        pass
-    except Exception as e:  # a parent package that fails to import: the build will say why
-        return f"app module '{module}' could not be looked up: {type(e).__name__}: {e}"
     parent, _, leaf = module.rpartition(".")
+    if find_spec_without_import(module) is not None:
+        return None
     hint = ""
-    try:
-        parent_spec = importlib.util.find_spec(parent) if parent else None
-    except Exception:
-        parent_spec = None
+    parent_spec = find_spec_without_import(parent) if parent else None
     if parent_spec is not None and parent_spec.submodule_search_locations:
         siblings = [m.name for m in pkgutil.iter_modules(parent_spec.submodule_search_locations)]
         close = difflib.get_close_matches(leaf, siblings, n=1)
         hint = f" (did you mean '{parent}.{close[0]}'?)" if close else ""
     return f"app module '{module}' was not found{hint}"
+
+
+def find_spec_without_import(module: str) -> ModuleSpec | None:
+    """Find a module's spec without running any package's ``__init__``.
+
+    ``importlib.util.find_spec("pkg.app")`` imports ``pkg`` first; here each level is looked up
+    in its parent's folders instead, so checking a file never runs tenant code.
+    """
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level lookup imports nothing
+        for depth in range(2, len(parts) + 1):
+            locations = spec.submodule_search_locations if spec is not None else None
+            if not locations:
+                return None
+            name = ".".join(parts[:depth])
+            loaded = sys.modules.get(name)
+            if loaded is not None and loaded.__spec__ is not None:
+                spec = loaded.__spec__
+            else:
+                spec = PathFinder.find_spec(name, list(locations))
+    except (ImportError, ValueError):
+        return None
+    return spec
 
 
 def add_import_root(root: str) -> None:

@@ -25,22 +25,6 @@ DEFAULT_RETRY_AFTER = 300
 
 
 @dataclass(frozen=True, slots=True)
-class Mount:
-    """Where a tenant answers: a path prefix, or a set of exact host names."""
-
-    path: str | None = None
-    hosts: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        """``"path"`` or ``"host"``."""
-        return "path" if self.path is not None else "host"
-
-    def __str__(self) -> str:
-        return self.path if self.path is not None else ", ".join(self.hosts)
-
-
-@dataclass(frozen=True, slots=True)
 class TenantConfig:
     """One tenant, as its factory sees it. Frozen: a factory cannot change another's view.
 
@@ -52,7 +36,10 @@ class TenantConfig:
     app: str
     instance_path: str
     database_uri: str
-    mount: Mount
+    #: The path prefix of a path tenant (``"/acme"``); ``None`` for a host tenant.
+    path: str | None = None
+    #: The exact hosts of a host tenant (``("globex.example.com", "globex.com")``).
+    hosts: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
     lazy: bool = False
@@ -64,6 +51,16 @@ class TenantConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.config, MappingProxyType):
             object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+    @property
+    def mount(self) -> str | tuple[str, ...]:
+        """Where the tenant answers: its path, or its hosts."""
+        return self.path if self.path is not None else self.hosts
+
+    @property
+    def mount_label(self) -> str:
+        """The mount as one line of text, for tables and messages."""
+        return self.path if self.path is not None else ", ".join(self.hosts)
 
     @property
     def module(self) -> str:

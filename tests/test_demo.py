@@ -65,7 +65,7 @@ def test_demo_file_checks_clean() -> None:
     tenant_set, problems = check_tenants(ROOT / "tenants.yaml")
     assert problems == []
     assert tenant_set is not None
-    assert [str(t.mount) for t in tenant_set] == ["/acme", "/globex", "umbrella.localhost"]
+    assert [t.mount for t in tenant_set] == ["/acme", "/globex", ("umbrella.localhost",)]
 
 
 def test_each_tenant_shows_its_own_site(browser: Client) -> None:

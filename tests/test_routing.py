@@ -12,7 +12,7 @@ from flask import Flask
 from werkzeug.test import Client, EnvironBuilder
 
 from dispatcher import Dispatcher, TenantApp, build, load_tenants
-from dispatcher.tenant import Mount, TenantConfig
+from dispatcher.tenant import TenantConfig
 
 TENANT_NAMES = ("acme", "globex", "umbrella")
 
@@ -262,7 +262,7 @@ def test_lazy_tenant_is_built_on_first_request(
 
 
 def _tenant(name: str) -> TenantConfig:
-    return TenantConfig(name, "x", f"/nonexistent/{name}", "sqlite://", Mount(path=f"/{name}"))
+    return TenantConfig(name, "x", f"/nonexistent/{name}", "sqlite://", path=f"/{name}")
 
 
 def test_concurrent_first_requests_build_once() -> None:

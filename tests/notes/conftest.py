@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from dispatcher.tenant import Mount, TenantConfig
+from dispatcher.tenant import TenantConfig
 from tenants.notes import create_app
 from tenants.notes.extensions import db
 
@@ -36,7 +36,7 @@ def make_app(tmp_path: Path) -> Iterator[MakeApp]:
             app="tenants.notes",
             instance_path=str(instance),
             database_uri=f"sqlite:///{instance}/app.db",
-            mount=Mount(path=f"/{name}"),
+            path=f"/{name}",
             config={"SECRET_KEY": "test", "TESTING": True, **config},
         )
         app = create_app(tenant)
