@@ -156,6 +156,15 @@ class TenantApp:
                 current_tenant.reset(token)
         return self.app
 
+    def close(self) -> None:
+        """Release the app's pooled connections: a reload removed or replaced this tenant.
+
+        Requests still running on the app keep the connections they hold until they finish.
+        """
+        if self.app is not None:
+            for engine in app_engines(self.app):
+                engine.dispose()
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         app = self.app or self.build()
         if app is None:

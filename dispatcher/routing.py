@@ -8,7 +8,7 @@ tenant; a malformed host or a ``..`` segment gets 400; ``/_dispatcher/health`` i
 every host::
 
     dispatcher = Dispatcher(load_tenants("tenants.yaml"))
-    # uWSGI: application = dispatcher
+    # uWSGI: application = dispatcher; edits to tenants.yaml are picked up live
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response
 
 from .build import BuildError, TenantApp, build_app
 from .logs import install_record_factory
+from .reload import Reloader
 from .spec import RESERVED_PREFIX, TenantSet
 from .tenant import TenantConfig
 
@@ -40,29 +41,22 @@ log = logging.getLogger("dispatcher")
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
 
 
-class Dispatcher:
-    """Routes requests to tenant apps; builds the eager ones when created."""
+class Routes:
+    """One tenant set's routing table. Never changed once built: a reload builds a new one and
+    swaps it in whole, so a request always finishes on the table it started on."""
 
-    def __init__(self, tenant_set: TenantSet) -> None:
-        install_record_factory()
+    def __init__(self, tenant_set: TenantSet, tenants: dict[str, TenantApp]) -> None:
         self.tenant_set = tenant_set
-        self._secret_owners: dict[str, str] = {}
-        self.tenants = {t.name: TenantApp(t, self._build) for t in tenant_set.enabled}
-        self.hosts = {h: a for a in self.tenants.values() for h in a.tenant.hosts}
+        self.tenants = tenants
+        self.hosts = {h: a for a in tenants.values() for h in a.tenant.hosts}
         mounts: dict[str, WSGIApplication] = {
-            a.tenant.path: a for a in self.tenants.values() if a.tenant.path
+            a.tenant.path: a for a in tenants.values() if a.tenant.path
         }
         self.paths = DispatcherMiddleware(NotFound(), mounts)
         self.server_names = tenant_set.server_names
         self.wsgi_app: WSGIApplication = self.route
         if tenant_set.proxy is not None:
             self.wsgi_app = ProxyFix(self.route, **tenant_set.proxy.model_dump())
-        for handle in self.tenants.values():
-            if not handle.tenant.lazy:
-                handle.build()
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self.wsgi_app(environ, start_response)
 
     def route(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Pick the tenant for this request: reserved paths, then host mounts, then paths."""
@@ -92,6 +86,65 @@ class Dispatcher:
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)
+
+
+class Dispatcher:
+    """The WSGI app of a whole tenants file: routes requests, and reloads when the file changes.
+
+    Eager tenants are built when it is created. Each worker process checks the file's
+    modification at most once a second, on a request (see :mod:`dispatcher.reload`).
+    """
+
+    def __init__(self, tenant_set: TenantSet, *, watch: bool = True) -> None:
+        install_record_factory()
+        self._secret_owners: dict[str, str] = {}
+        self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
+        self.reloader = Reloader(self, tenant_set.file) if watch else None
+
+    @property
+    def tenant_set(self) -> TenantSet:
+        """The tenant set being served."""
+        return self.routes.tenant_set
+
+    @property
+    def tenants(self) -> dict[str, TenantApp]:
+        """The mounted tenants by name."""
+        return self.routes.tenants
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.reloader is not None and self.reloader.due():
+            self.reloader.reload_if_changed()
+        return self.routes.wsgi_app(environ, start_response)
+
+    def swap(self, tenant_set: TenantSet) -> Routes:
+        """Build ``tenant_set`` beside the running one and switch to it; return the old table.
+
+        Unchanged tenants keep their app objects and connection pools; new and changed ones
+        (and ones whose build had failed) are built before the switch.
+        """
+        old = self.routes
+        new = Routes(tenant_set, self._handles(tenant_set, old.tenants))
+        kept = {id(handle) for handle in new.tenants.values()}
+        self.routes = new  # one attribute store: requests see the old table or the new one
+        owners = {handle.name for handle in new.tenants.values()}
+        self._secret_owners = {k: v for k, v in self._secret_owners.items() if v in owners}
+        for handle in old.tenants.values():
+            if id(handle) not in kept:
+                handle.close()
+        return old
+
+    def _handles(
+        self, tenant_set: TenantSet, running: dict[str, TenantApp]
+    ) -> dict[str, TenantApp]:
+        handles = {}
+        for tenant in tenant_set.enabled:
+            handle = running.get(tenant.name)
+            if handle is None or handle.tenant != tenant or handle.state == "failed":
+                handle = TenantApp(tenant, self._build)
+                if not tenant.lazy:
+                    handle.build()
+            handles[tenant.name] = handle
+        return handles
 
     def _build(self, tenant: TenantConfig) -> Flask:
         """Build a tenant's app, refusing one whose ``SECRET_KEY`` another tenant already has."""

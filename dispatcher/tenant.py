@@ -45,8 +45,9 @@ class TenantConfig:
     lazy: bool = False
     #: ``None`` when serving; else the ``Retry-After`` seconds its 503 answers carry.
     maintenance: int | None = None
-    #: ``"tenants.yaml:12"``: where the tenant is defined, for messages about it.
-    source: str = ""
+    #: ``"tenants.yaml:12"``: where the tenant is defined, for messages about it. Not compared:
+    #: moving a tenant within the file does not make it a different tenant.
+    source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, MappingProxyType):

@@ -36,7 +36,8 @@ except ImportError:  # pragma: no cover - only on a PyYAML built without libyaml
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
-_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${VAR} or ${VAR:-default}; the default may hold {placeholders} (one level of braces).
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
 
 
 @dataclass
@@ -120,7 +121,10 @@ class _Walker:
     def scalar(self, node: Any, path: Path) -> Any:
         if node.tag == _STR_TAG:
             return self.expand(node.value, path) if "${" in node.value else node.value
-        value = self.constructor.construct_object(node, deep=True)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:  # e.g. a plain "=" (YAML's "value" tag)
+            return node.value
         if not node.style and not isinstance(value, str):  # plain: None, or '' from libyaml
             self.doc.plain_scalars[path] = node.value
         return value

@@ -1,0 +1,129 @@
+"""Live reload: pick up edits to tenants.yaml in every worker, without a restart.
+
+Each worker's :class:`Reloader` looks at the file's modification time, size and inode at most
+once a second, on a request, so it works the same under uWSGI (any number of processes, with or
+without ``lazy-apps``), the dev server and tests, with no thread or signal of its own. When the
+file changed it is loaded and validated beside the running set; a valid file is swapped in by
+:meth:`dispatcher.routing.Dispatcher.swap`, an invalid one changes nothing and its problems are
+logged, once per edit::
+
+    dispatcher = Dispatcher(load_tenants("tenants.yaml"))   # watches the file
+    # edit tenants.yaml: within a second, the next request sees the new tenants
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .problems import ConfigError
+from .spec import TenantSet, load_tenants
+from .tenant import TenantConfig
+
+if TYPE_CHECKING:
+    from .routing import Dispatcher
+
+log = logging.getLogger("dispatcher")
+
+#: Seconds between two looks at the file, per worker.
+CHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What replacing one tenant set with another does, tenant by tenant (names, sorted)."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.removed)} removed, "
+            f"{len(self.changed)} rebuilt, {len(self.unchanged)} unchanged"
+        )
+
+
+def compare(old: Mapping[str, TenantConfig], new: TenantSet) -> Changes:
+    """Compare running tenants (enabled ones, by name) with a newly loaded set."""
+    fresh = {t.name: t for t in new.enabled}
+    return Changes(
+        added=tuple(sorted(fresh.keys() - old.keys())),
+        removed=tuple(sorted(old.keys() - fresh.keys())),
+        changed=tuple(sorted(n for n in fresh.keys() & old.keys() if fresh[n] != old[n])),
+        unchanged=tuple(sorted(n for n in fresh.keys() & old.keys() if fresh[n] == old[n])),
+    )
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class Reloader:
+    """Watches one dispatcher's tenants file and swaps in valid edits."""
+
+    def __init__(self, dispatcher: Dispatcher, file: str) -> None:
+        self.dispatcher = dispatcher
+        self.file = file
+        self._seen = _signature(file)
+        self._next_check = time.monotonic() + CHECK_INTERVAL
+        self._forced = False
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        """True at most once per :data:`CHECK_INTERVAL` (cheap: called on every request)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + CHECK_INTERVAL
+        return True
+
+    def request(self) -> None:
+        """Reload on the next request even if the file looks unchanged (e.g. on SIGHUP)."""
+        self._forced = True
+        self._next_check = 0.0
+
+    def reload_if_changed(self) -> bool:
+        """Load the file if it changed and swap it in; ``True`` if the tenants were replaced.
+
+        Only one thread of a worker reloads at a time; the others go on serving the running
+        set meanwhile rather than wait.
+        """
+        signature = _signature(self.file)
+        if signature == self._seen and not self._forced:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._seen, self._forced = signature, False
+            return self._reload()
+        finally:
+            self._lock.release()
+
+    def _reload(self) -> bool:
+        running = {name: handle.tenant for name, handle in self.dispatcher.tenants.items()}
+        started = time.perf_counter()
+        try:
+            tenant_set = load_tenants(self.file)
+        except ConfigError as e:
+            log.error(
+                "%s changed but is not valid; still serving the previous tenants. Problems:\n%s",
+                self.file,
+                e,
+            )
+            return False
+        changes = compare(running, tenant_set)
+        self.dispatcher.swap(tenant_set)
+        elapsed = (time.perf_counter() - started) * 1000
+        log.info("reloaded %s in %.0f ms: %s", self.file, elapsed, changes)
+        return True
