@@ -1,0 +1,224 @@
+"""The entry points: ``wsgi.py`` (``application``, ``app``), ``flask --app wsgi run`` and
+``python -m dispatcher serve`` (DESIGN.md sections 6 and 10)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client
+
+from dispatcher import ConfigError, Dispatcher
+from tests.conftest import ECHO_TENANTS, ROOT
+
+WriteTenants = Callable[..., Path]
+WSGI = ROOT / "wsgi.py"
+
+BAD = """\
+    version: 1
+    defaults: {app: tests.apps.echo}
+    tenants:
+      acme: {pth: /acme}
+      globex: {path: /globex/}
+      initech: {path: /initech, app: tests.apps.ech}
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state() -> Iterator[None]:
+    """Loading adds a root log handler and the tenants file's folder to sys.path: undo both."""
+    root = logging.getLogger()
+    handlers, level, path = list(root.handlers), root.level, list(sys.path)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    sys.path[:] = path
+
+
+def run_wsgi(monkeypatch: pytest.MonkeyPatch, tenants_file: Path) -> dict[str, Any]:
+    monkeypatch.setenv("TENANTS_FILE", str(tenants_file))
+    return runpy.run_path(str(WSGI))
+
+
+def tenant_at(wsgi_app: Any, path: str, host: str = "localhost") -> str:
+    response = Client(wsgi_app).get(path, headers={"Host": host})
+    assert response.status_code == 200, response.status
+    return str(response.json["tenant"])
+
+
+# --- wsgi.py -------------------------------------------------------------------------------
+
+
+def test_wsgi_application_and_app(
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants
+) -> None:
+    ns = run_wsgi(monkeypatch, write_tenants(ECHO_TENANTS))
+    application, app = ns["application"], ns["app"]
+    assert isinstance(application, Dispatcher)
+    assert tenant_at(application, "/acme/") == "acme"
+    assert tenant_at(application, "/", "umbrella.localhost") == "umbrella"
+    assert Client(application).get("/nope/", headers={"Host": "localhost"}).status_code == 404
+
+    assert isinstance(app, Flask)
+    assert app.wsgi_app is application
+    assert app.test_client().get("/acme/", headers={"Host": "localhost"}).json["tenant"] == "acme"
+    assert tenant_at(app, "/globex/") == "globex"
+
+
+def test_wsgi_builds_a_fresh_dispatcher_each_run(
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants
+) -> None:
+    file = write_tenants(ECHO_TENANTS)
+    first = run_wsgi(monkeypatch, file)["application"]
+    file.write_text(file.read_text() + "  initech: {path: /initech}\n")
+    second = run_wsgi(monkeypatch, file)["application"]
+    assert second is not first
+    assert tenant_at(second, "/initech/") == "initech"
+    assert Client(first).get("/initech/", headers={"Host": "localhost"}).status_code == 404
+    assert tenant_at(first, "/acme/") == "acme"
+
+
+@pytest.mark.parametrize("env", [None, ""], ids=["unset", "empty"])
+def test_wsgi_defaults_to_tenants_yaml_beside_it(
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path, env: str | None
+) -> None:
+    # A copy of wsgi.py beside a temporary tenants.yaml: the real one would build into instance/.
+    write_tenants(ECHO_TENANTS, "tenants.yaml")
+    wsgi = Path(shutil.copy(WSGI, tmp_path / "wsgi.py"))
+    if env is None:
+        monkeypatch.delenv("TENANTS_FILE", raising=False)
+    else:
+        monkeypatch.setenv("TENANTS_FILE", env)
+    ns = runpy.run_path(str(wsgi))
+    assert tenant_at(ns["application"], "/acme/") == "acme"
+    assert (tmp_path / "instance" / "acme").is_dir()
+
+
+def test_wsgi_bad_file_raises_config_error(
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path
+) -> None:
+    file = write_tenants(BAD)
+    with pytest.raises(ConfigError) as caught:
+        run_wsgi(monkeypatch, file)
+    message = str(caught.value).splitlines()
+    assert [line.partition(": ")[0] for line in message] == [f"{file}:{n}" for n in (4, 5, 6)]
+    for tenant, field in [("acme", "pth"), ("globex", "path"), ("initech", "app")]:
+        assert any(f"tenant '{tenant}', field '{field}'" in line for line in message)
+    assert not (tmp_path / "instance").exists()
+
+
+# --- real servers --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def server_env(tenants_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "WERKZEUG_"))}
+    return {**env, "TENANTS_FILE": str(tenants_file), "PYTHONUNBUFFERED": "1"}
+
+
+FLASK_RUN = [str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "run", "--port"]
+SERVE = [sys.executable, "-m", "dispatcher", "serve", "--no-reload", "--port"]
+
+
+@pytest.mark.parametrize("command", [FLASK_RUN, SERVE], ids=["flask-run", "dispatcher-serve"])
+def test_dev_server_serves_every_tenant(
+    write_tenants: WriteTenants, tmp_path: Path, command: list[str]
+) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, str(port)],
+            cwd=ROOT,
+            env=server_env(write_tenants(ECHO_TENANTS)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"server never healthy:\n{log.read_text()}"
+            try:
+                status, body = http_get(port, "/_dispatcher/health", f"localhost:{port}")
+            except OSError:
+                time.sleep(0.05)  # poll interval, not a wait for readiness
+                continue
+            if status == 200:
+                break
+        assert json.loads(body)["tenants"]["ready"] == 3
+        status, body = http_get(port, "/acme/", f"localhost:{port}")
+        assert (status, json.loads(body)["tenant"]) == (200, "acme")
+        status, body = http_get(port, "/", f"umbrella.localhost:{port}")
+        assert (status, json.loads(body)["tenant"]) == (200, "umbrella")
+        assert http_get(port, "/", f"nope.localhost:{port}")[0] == 404
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("reload", ["--no-reload", "--reload"])
+def test_serve_bad_file_exits_at_once(
+    write_tenants: WriteTenants, tmp_path: Path, reload: str
+) -> None:
+    file = write_tenants(BAD)
+    with socket.socket() as held:  # a server that tried to bind would say the port is in use
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dispatcher",
+                "-f",
+                str(file),
+                "serve",
+                reload,
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=server_env(file),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    assert f"{file}:4: tenant 'acme', field 'pth'" in proc.stderr
+    assert f"{file}:6: tenant 'initech', field 'app'" in proc.stderr
+    for text in ("Traceback", "in use", "Running on"):
+        assert text not in proc.stderr + proc.stdout
+    assert not (tmp_path / "instance").exists()
