@@ -80,7 +80,8 @@ def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
+        # At end of file libyaml points past the last line; name the last line instead.
+        line = min(mark.line + 1, len(text.splitlines()) or 1) if mark is not None else 1
         what = " ".join(str(part) for part in (e.context, e.problem) if part)
         doc.problems.append(
             Problem(file, line, (), f"invalid YAML: {what}", "Fix the syntax at that line")
