@@ -30,7 +30,8 @@ from werkzeug.wrappers import Response
 from .build import BuildError, TenantApp, build_app
 from .logs import install_record_factory
 from .reload import Reloader
-from .spec import RESERVED_PREFIX, TenantSet
+from .rules import RESERVED_PREFIX
+from .spec import TenantSet
 from .tenant import TenantConfig
 
 if TYPE_CHECKING:

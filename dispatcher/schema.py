@@ -12,6 +12,7 @@ act on. Rules that span several fields or tenants (mounts, clashes, shared datab
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -97,6 +98,38 @@ def validate(model: type[Model], data: Any, at: Path, doc: YamlDocument) -> Mode
         for error in e.errors(include_url=False):
             _report(model, error, at, doc)
         return None
+
+
+def salvage(model: type[Model], data: Any, at: Path, doc: YamlDocument) -> Model | None:
+    """After :func:`validate` failed: drop what it reported and validate the rest, quietly.
+
+    The best-effort result lets the loader go on checking everything else (other fields,
+    clashes with other tenants), so every problem is reported in one run.
+    """
+    if not isinstance(data, dict):
+        return None
+    scratch = copy.deepcopy(data)
+    for problem in doc.problems:
+        if problem.path[: len(at)] == at:
+            _delete(scratch, problem.path[len(at) :])
+    try:
+        return model.model_validate(scratch)
+    except ValidationError:
+        return None
+
+
+def _delete(data: Any, path: Path) -> None:
+    for part in path[:-1]:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return
+    if path and isinstance(data, dict):
+        data.pop(path[-1], None)
+    elif path and isinstance(data, list) and isinstance(path[-1], int) and path[-1] < len(data):
+        data[path[-1]] = None  # keep the other items' positions
 
 
 def _report(model: type[BaseModel], error: Any, at: Path, doc: YamlDocument) -> None:

@@ -14,36 +14,27 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.util
 import os
-import pkgutil
 import re
-import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from importlib.machinery import ModuleSpec, PathFinder
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from .problems import ConfigError, Problem
-from .schema import Defaults, Proxy, Tenant, TenantsFile, validate
+from . import rules
+from .problems import ConfigError, Path, Problem
+from .rules import RESERVED_PREFIX
+from .schema import Defaults, Proxy, Tenant, TenantsFile, salvage, validate
 from .tenant import TenantConfig
 from .yamlfile import YamlDocument, parse_yaml
 
-#: Paths under this prefix belong to the dispatcher on every host.
-RESERVED_PREFIX = "/_dispatcher"
+__all__ = ["RESERVED_PREFIX", "TenantSet", "check_tenants", "load_tenants"]
+
 DEFAULT_DATABASE = "sqlite:///{instance_path}/app.db"
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_NAME = re.compile(_LABEL)
-_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_SEGMENT = re.compile(r"[a-z0-9._-]+")
-_APP = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PLACEHOLDERS = ("name", "instance_path")
 _YAML11_BOOLEANS = ("yes", "no", "on", "off")
+_MOUNT_FIELDS = ("path", "subdomain", "hosts", "mount")
 
 
 @dataclass(frozen=True)
@@ -117,6 +108,19 @@ def check_tenants(
     return (None if errors else tenant_set), problems
 
 
+@dataclass
+class _Claim:
+    """What one tenant takes that no other may have: checked across tenants at the end, also
+    for tenants with other errors, so every clash is reported in the same run."""
+
+    name: str
+    source: str
+    path: tuple[str, int] | None = None
+    hosts: list[tuple[str, Path, int]] = field(default_factory=list)  # host, field, line
+    database: tuple[tuple[Any, ...], str, Path, int] | None = None  # key, shown, field, line
+    secret: tuple[str, Path, int] | None = None
+
+
 class _Checker:
     """Applies every rule to one parsed document, adding problems to it."""
 
@@ -125,6 +129,9 @@ class _Checker:
         self.root = root
         self.instance_root = instance_root
         self.modules: dict[str, str | None] = {}
+        self.claims: list[_Claim] = []
+        # Fields already reported while parsing (a missing ${VAR}): not reported twice.
+        self.parse_problems = {p.path for p in doc.problems}
 
     def run(self) -> TenantSet | None:
         doc = self.doc
@@ -137,11 +144,18 @@ class _Checker:
                 "See docs/tenants-yaml.md for an example",
             )
             return None
+        if "tenants" not in doc.data:
+            doc.problem(("tenants",), "required field 'tenants' is missing", "Add 'tenants:'")
         raw_tenants = doc.data.get("tenants")
-        top = validate(TenantsFile, {**doc.data, "tenants": None}, (), doc)
+        top_level = {**doc.data, "tenants": None}
+        # A broken top-level field is reported, then set aside so the tenants are still checked.
+        top = validate(TenantsFile, top_level, (), doc) or salvage(
+            TenantsFile, {"version": 1, **top_level}, (), doc
+        )
         if top is None:
             return None
         defaults = top.defaults or Defaults()
+        self.broken_defaults = self.broken_fields(("defaults",))
         if defaults.config and "SECRET_KEY" in defaults.config:
             doc.problem(
                 ("defaults", "config", "SECRET_KEY"),
@@ -170,7 +184,7 @@ class _Checker:
             for name, raw in (raw_tenants or {}).items()
             if (tenant := self.tenant(name, raw, defaults, instance_root, base_domain))
         ]
-        self.check_unique(tenants, server_names)
+        self.check_clashes(server_names)
         self.warn_yaml_booleans()
         if server_names is None and any(t.path is not None for t in tenants):
             doc.problem(
@@ -192,7 +206,12 @@ class _Checker:
     def warn_yaml_booleans(self) -> None:
         """``SITE_NAME: no`` in a config is legal YAML for ``False``, and rarely meant."""
         for path, text in self.doc.plain_scalars.items():
-            if "config" in path and text.lower() in _YAML11_BOOLEANS:
+            in_config = (
+                path[1:2] == ("config",)
+                if path[:1] == ("defaults",)
+                else (path[:1] == ("tenants",) and path[2:3] == ("config",))
+            )
+            if in_config and text.lower() in _YAML11_BOOLEANS:
                 value = "true" if text.lower() in ("yes", "on") else "false"
                 self.doc.problem(
                     path,
@@ -205,7 +224,7 @@ class _Checker:
         self, name: Any, raw: Any, defaults: Defaults, instance_root: str, base_domain: str | None
     ) -> TenantConfig | None:
         """Validate one tenant entry merged over ``defaults``; ``None`` if it has errors."""
-        at = ("tenants", name)
+        at: Path = ("tenants", name)
         before = len(self.doc.problems)
         if not isinstance(name, str):
             plain = self.doc.plain_scalars.get(at, str(name))
@@ -217,44 +236,63 @@ class _Checker:
                 line=line,
             )
             return None
-        if not _NAME.fullmatch(name):
+        if not rules.NAME.fullmatch(name):
             self.doc.problem(
                 at,
                 f"'{name}' is not a valid tenant name",
                 "Use 1-63 lower-case letters, digits and '-', starting and "
                 "ending with a letter or digit (it becomes a DNS label)",
             )
-        spec = validate(Tenant, {} if raw is None else raw, at, self.doc)
-        if spec is None or len(self.doc.problems) > before:
+        entry = {} if raw is None else raw
+        spec = validate(Tenant, entry, at, self.doc) or salvage(Tenant, entry, at, self.doc)
+        if spec is None:
             return None
+        # Fields reported as broken are not reported again as missing.
+        broken = self.broken_fields(at) | self.broken_defaults
+        claim = _Claim(name, f"{self.doc.file}:{self.doc.line(at)}")
+        self.claims.append(claim)
         merged = {**defaults.model_dump(exclude_none=True), **spec.model_dump(exclude_none=True)}
         config = {**(defaults.config or {}), **(spec.config or {})}
+        if spec.config and isinstance(spec.config.get("SECRET_KEY"), str):
+            claim.secret = (
+                spec.config["SECRET_KEY"],
+                (*at, "config"),
+                self.doc.line((*at, "config")),
+            )
         instance_path = os.path.normpath(os.path.join(instance_root, name))
-        mount = self.mount(name, spec, merged.get("mount"), base_domain)
-        app = self.app(name, merged.get("app"))
-        database = self.database(name, merged.get("database", DEFAULT_DATABASE), instance_path)
+        mount = self.mount(name, spec, merged.get("mount"), base_domain, claim, broken)
+        app = self.app(name, merged.get("app"), broken)
+        database = self.database(
+            name, merged.get("database", DEFAULT_DATABASE), instance_path, claim
+        )
         if len(self.doc.problems) > before or mount is None or app is None or database is None:
             return None
-        path, hosts = mount
         maintenance = merged.get("maintenance")
         return TenantConfig(
             name=name,
             app=app,
             instance_path=instance_path,
             database_uri=database,
-            path=path,
-            hosts=hosts,
+            path=mount if isinstance(mount, str) else None,
+            hosts=mount if isinstance(mount, tuple) else (),
             config=copy.deepcopy(config),
             enabled=merged.get("enabled", True),
             lazy=merged.get("lazy", False),
             maintenance=maintenance["retry_after"] if maintenance is not None else None,
-            source=f"{self.doc.file}:{self.doc.line(at)}",
+            source=claim.source,
         )
 
-    def field_at(self, name: str, field: str) -> tuple[tuple[Any, ...], int]:
+    def broken_fields(self, at: Path) -> set[Any]:
+        """The fields directly under ``at`` that already have a problem."""
+        depth = len(at)
+        return {
+            p.path[depth] for p in self.doc.problems if len(p.path) > depth and p.path[:depth] == at
+        }
+
+    def field_at(self, name: str, field: str) -> tuple[Path, int]:
         """Where a tenant's field was set: on the tenant, else in ``defaults`` (reported once
         there rather than once per tenant), else nowhere (the tenant's own line)."""
-        own = ("tenants", name, field)
+        own: Path = ("tenants", name, field)
         if own in self.doc.lines:
             return own, self.doc.lines[own]
         if ("defaults", field) in self.doc.lines:
@@ -262,9 +300,16 @@ class _Checker:
         return own, self.doc.line(("tenants", name))
 
     def mount(
-        self, name: str, spec: Tenant, default: str | None, base_domain: str | None
-    ) -> tuple[str | None, tuple[str, ...]] | None:
-        at = ("tenants", name)
+        self,
+        name: str,
+        spec: Tenant,
+        default: str | None,
+        base_domain: str | None,
+        claim: _Claim,
+        broken: set[Any],
+    ) -> str | tuple[str, ...] | None:
+        """The tenant's path, or its hosts; ``None`` (with a problem) if it has no valid mount."""
+        at: Path = ("tenants", name)
         has_host = spec.subdomain is not None or spec.hosts is not None
         if spec.path is not None and has_host:
             self.doc.problem(
@@ -273,95 +318,78 @@ class _Checker:
                 "Keep either 'path:' or 'subdomain:'/'hosts:'",
             )
             return None
-        if spec.path is not None:
-            path = self.path(spec.path, (*at, "path"))
-            return (path, ()) if path else None
-        if not has_host:
-            if default == "path":
-                return (f"/{name}", ())
-            if default == "subdomain":
-                spec = spec.model_copy(update={"subdomain": name})
-            else:
-                self.doc.problem(
-                    (*at, "mount"),
-                    "the tenant has no mount",
-                    "Give it 'path: /"
-                    + name
-                    + "', 'subdomain: "
-                    + name
-                    + "' or 'hosts: [...]', or set 'mount: path' in defaults",
-                )
+        if spec.path is not None or (not has_host and default == "path"):
+            path, where = (spec.path, (*at, "path")) if spec.path else (f"/{name}", at)
+            message, fix = rules.path_problem(path)
+            if message:
+                self.doc.problem(where, f"path '{path}' {message}", fix)
                 return None
-        hosts: list[str] = []
-        if spec.subdomain is not None:
-            line = self.doc.lines.get((*at, "subdomain"), self.field_at(name, "mount")[1])
+            claim.path = (path, self.doc.line(where))
+            return path
+        subdomain = spec.subdomain if has_host or default != "subdomain" else name
+        if not has_host and subdomain is None:
+            if any(difflib.get_close_matches(str(f), _MOUNT_FIELDS) for f in broken):
+                return None  # a misspelt or broken mount field, already reported
+            self.doc.problem(
+                (*at, "mount"),
+                "the tenant has no mount",
+                f"Give it 'path: /{name}', 'subdomain: {name}' or 'hosts: [...]', "
+                "or set 'mount: path' in defaults",
+            )
+            return None
+        if subdomain is not None:
+            where, line = (
+                (*at, "subdomain"),
+                self.doc.lines.get((*at, "subdomain"), self.field_at(name, "mount")[1]),
+            )
             if base_domain is None:
                 self.doc.problem(
-                    (*at, "subdomain"),
+                    where,
                     "a subdomain mount needs 'base_domain'",
                     "Set 'base_domain: example.com' at the top of the file",
                     line=line,
                 )
-            elif not _HOST.fullmatch(spec.subdomain):
+            elif not rules.HOST.fullmatch(subdomain):
                 self.doc.problem(
-                    (*at, "subdomain"),
-                    f"'{spec.subdomain}' is not a valid subdomain",
+                    where,
+                    f"'{subdomain}' is not a valid subdomain",
                     "Use lower-case DNS labels (letters, digits, '-')",
                     line=line,
                 )
             else:
-                hosts.append(f"{spec.subdomain}.{base_domain}")
+                claim.hosts.append((f"{subdomain}.{base_domain}", where, line))
+        if spec.hosts == [] and subdomain is None:
+            self.doc.problem(
+                (*at, "hosts"),
+                "'hosts' is empty, so the tenant has no mount",
+                "List at least one host, or mount it by 'path:'",
+            )
         for i, raw_host in enumerate(spec.hosts or ()):
-            host = self.host(raw_host, (*at, "hosts", i))
-            if host:
-                hosts.append(host)
-        return (None, tuple(hosts)) if hosts else None
+            if host := self.host(raw_host, (*at, "hosts", i)):
+                claim.hosts.append((host, (*at, "hosts", i), self.doc.line((*at, "hosts", i))))
+        return tuple(host for host, _, _ in claim.hosts) or None
 
-    def path(self, path: str, at: tuple[Any, ...]) -> str | None:
-        """Check a path mount; return it, or ``None`` with a problem recorded."""
-        message, fix = _path_problem(path)
-        if message:
-            self.doc.problem(at, f"path '{path}' {message}", fix)
-            return None
-        return path
-
-    def host(self, raw: str | None, at: tuple[Any, ...]) -> str | None:
+    def host(self, raw: str | None, at: Path) -> str | None:
         """Check a host name; return it normalised (lower case, no trailing dot)."""
         if raw is None:
             return None
-        host = raw.lower().removesuffix(".")
-        if ":" in host or "/" in host:
-            self.doc.problem(
-                at,
-                f"'{raw}' is not a host name",
-                "Write the bare host, without "
-                "scheme, port or path: hosts are matched whatever the port",
-            )
-        elif "*" in host:
-            self.doc.problem(
-                at,
-                f"'{raw}' is a wildcard",
-                "List each host, or use 'subdomain:' with 'base_domain' for *.domain tenants",
-            )
-        elif len(host) > 253 or not _HOST.fullmatch(host):
-            self.doc.problem(
-                at,
-                f"'{raw}' is not a valid host name",
-                "Use DNS labels of letters, digits and '-', joined by dots",
-            )
-        else:
-            return host
-        return None
+        message, fix = rules.host_problem(raw)
+        if message:
+            self.doc.problem(at, message, fix)
+            return None
+        return rules.normalise_host_name(raw)
 
-    def app(self, name: str, app: str | None) -> str | None:
+    def app(self, name: str, app: str | None, broken: set[Any]) -> str | None:
         """Check the app import path and that its module exists, without importing it."""
         at, line = self.field_at(name, "app")
+        if app is None and "app" in broken:
+            return None
         if app is None:
             self.doc.problem(
                 at, "the tenant has no app", "Set 'app: tenants.notes' on the tenant or in defaults"
             )
             return None
-        if not _APP.fullmatch(app):
+        if not rules.APP.fullmatch(app):
             self.doc.problem(
                 at,
                 f"'{app}' is not an import path",
@@ -371,7 +399,7 @@ class _Checker:
             return None
         module = app.partition(":")[0]
         if module not in self.modules:
-            self.modules[module] = _find_module(module, self.root)
+            self.modules[module] = rules.find_module(module, self.root)
         missing = self.modules[module]
         if missing is not None:
             self.doc.problem(
@@ -383,9 +411,11 @@ class _Checker:
             return None
         return app
 
-    def database(self, name: str, url: str, instance_path: str) -> str | None:
+    def database(self, name: str, url: str, instance_path: str, claim: _Claim) -> str | None:
         """Fill in ``{name}``/``{instance_path}`` and make a relative SQLite path absolute."""
         at, line = self.field_at(name, "database")
+        if at in self.parse_problems:  # a missing ${VAR}, already reported
+            return None
         unknown = [p for p in _PLACEHOLDER.findall(url) if p not in _PLACEHOLDERS]
         if unknown:
             self.doc.problem(
@@ -396,9 +426,8 @@ class _Checker:
             )
             return None
         url = url.replace("{name}", name).replace("{instance_path}", instance_path)
-        try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError):
+        parsed = rules.parse_database_url(url)
+        if parsed is None:
             self.doc.problem(
                 at,
                 "not a database URL",
@@ -406,155 +435,62 @@ class _Checker:
                 line=line,
             )
             return None
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            # Flask-SQLAlchemy resolves a relative SQLite path against the instance folder; do
-            # the same here so the uniqueness check compares the real files.
-            parsed = parsed.set(database=os.path.join(instance_path, parsed.database))
-            url = parsed.render_as_string(hide_password=False)
+        absolute = rules.absolute_sqlite(parsed, instance_path)
+        if absolute is not parsed:
+            url = absolute.render_as_string(hide_password=False)
+        claim.database = (rules.database_key(absolute), url, ("tenants", name, "database"), line)
         return url
 
-    def check_unique(
-        self, tenants: list[TenantConfig], server_names: frozenset[str] | None
-    ) -> None:
-        """No two tenants share a path, a host, a database or a literal SECRET_KEY."""
-        paths: dict[str, TenantConfig] = {}
-        hosts: dict[str, TenantConfig] = {}
-        databases: dict[tuple[Any, ...], TenantConfig] = {}
-        secrets: dict[str, TenantConfig] = {}
-        for tenant in tenants:
-            if tenant.path is not None:
-                self.unique(paths, tenant.path, tenant, "path", "path")
-            for host in tenant.hosts:
-                self.unique(hosts, host, tenant, "hosts", "host")
+    def check_clashes(self, server_names: frozenset[str] | None) -> None:
+        """No two tenants share a path, a host, a database or a literal SECRET_KEY; no path
+        mount contains another; no host is also a server name."""
+        paths: dict[str, _Claim] = {}
+        hosts: dict[str, _Claim] = {}
+        databases: dict[tuple[Any, ...], _Claim] = {}
+        secrets: dict[str, _Claim] = {}
+        for claim in self.claims:
+            at: Path = ("tenants", claim.name)
+            if claim.path is not None:
+                path, line = claim.path
+                self.unique(paths, path, claim, (*at, "path"), line, f"path '{path}'")
+            for host, where, line in claim.hosts:
+                self.unique(hosts, host, claim, where, line, f"host '{host}'")
                 if server_names and host in server_names:
                     self.doc.problem(
-                        ("tenants", tenant.name, "hosts"),
+                        where,
                         f"host '{host}' is also in server_names, where path mounts answer",
                         "Remove it from one of the two",
+                        line=line,
                     )
-            self.unique(
-                databases,
-                _database_key(tenant.database_uri),
-                tenant,
-                "database",
-                "database",
-                shown=tenant.database_uri,
-            )
-            secret = tenant.config.get("SECRET_KEY")
-            if isinstance(secret, str):
-                self.unique(secrets, secret, tenant, "config", "SECRET_KEY", shown="(hidden)")
-        for path, tenant in paths.items():
+            if claim.database is not None:
+                key, shown, where, line = claim.database
+                self.unique(databases, key, claim, where, line, f"database '{shown}'")
+            if claim.secret is not None:
+                secret, where, line = claim.secret
+                self.unique(secrets, secret, claim, where, line, "SECRET_KEY (not shown)")
+        for path, claim in paths.items():
             parent = path.rpartition("/")[0]
             while parent:
                 if parent in paths:
                     self.doc.problem(
-                        ("tenants", tenant.name, "path"),
-                        f"path '{path}' is inside "
-                        f"'{parent}', the mount of tenant '{paths[parent].name}'",
+                        ("tenants", claim.name, "path"),
+                        f"path '{path}' is inside '{parent}', the mount of tenant "
+                        f"'{paths[parent].name}'",
                         "Mounts cannot nest: use a sibling path such as "
                         f"'{parent}-{path[len(parent) + 1 :].replace('/', '-')}'",
-                        line=self.field_at(tenant.name, "path")[1],
+                        line=claim.path[1] if claim.path else None,
                     )
                     break
                 parent = parent.rpartition("/")[0]
 
     def unique(
-        self,
-        seen: dict[Any, TenantConfig],
-        key: Any,
-        tenant: TenantConfig,
-        field: str,
-        what: str,
-        shown: str | None = None,
+        self, seen: dict[Any, _Claim], key: Any, claim: _Claim, where: Path, line: int, what: str
     ) -> None:
-        other = seen.setdefault(key, tenant)
-        if other is not tenant:
+        other = seen.setdefault(key, claim)
+        if other is not claim:
             self.doc.problem(
-                ("tenants", tenant.name, field),
-                f"duplicate {what} "
-                f"'{key if shown is None else shown}': tenant '{other.name}' "
-                f"({other.source}) has it too",
-                f"Give each tenant its own {what}",
-                line=self.field_at(tenant.name, field)[1],
+                where,
+                f"duplicate {what}: tenant '{other.name}' ({other.source}) has it too",
+                f"Give each tenant its own {what.split(' ')[0]}",
+                line=line,
             )
-
-
-def _path_problem(path: str) -> tuple[str, str]:
-    """Why a path mount is invalid, and how to fix it; ``("", "")`` if it is fine."""
-    segments = path.split("/")[1:]
-    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
-    fix = f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
-    if not path.startswith("/"):
-        return "must start with '/'", fix
-    if path == "/":
-        return (
-            "is the root",
-            "A path mount needs a segment, like '/acme'; give a tenant a whole host with 'hosts:'",
-        )
-    if path.endswith("/"):
-        return "must not end with '/'", fix
-    if path != path.lower():
-        return "must be lower-case", fix
-    if "" in segments:
-        return "has an empty segment ('//')", fix
-    if "." in segments or ".." in segments:
-        return "has a '.' or '..' segment", fix
-    if not all(_SEGMENT.fullmatch(s) for s in segments):
-        return "has characters outside a-z, 0-9, '.', '_' and '-'", "Use only those characters"
-    if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-        return f"is under '{RESERVED_PREFIX}', reserved for the dispatcher", "Choose another path"
-    return "", ""
-
-
-def _database_key(url: str) -> tuple[Any, ...]:
-    """What makes two URLs the same database, whatever the driver or spelling."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return (backend, os.path.realpath(parsed.database or ""))
-    return (backend, parsed.host, parsed.port, parsed.database)
-
-
-def _find_module(module: str, root: str) -> str | None:
-    """``None`` if ``module`` can be imported from ``root``, else why not."""
-    add_import_root(root)
-    parent, _, leaf = module.rpartition(".")
-    if find_spec_without_import(module) is not None:
-        return None
-    hint = ""
-    parent_spec = find_spec_without_import(parent) if parent else None
-    if parent_spec is not None and parent_spec.submodule_search_locations:
-        siblings = [m.name for m in pkgutil.iter_modules(parent_spec.submodule_search_locations)]
-        close = difflib.get_close_matches(leaf, siblings, n=1)
-        hint = f" (did you mean '{parent}.{close[0]}'?)" if close else ""
-    return f"app module '{module}' was not found{hint}"
-
-
-def find_spec_without_import(module: str) -> ModuleSpec | None:
-    """Find a module's spec without running any package's ``__init__``.
-
-    ``importlib.util.find_spec("pkg.app")`` imports ``pkg`` first; here each level is looked up
-    in its parent's folders instead, so checking a file never runs tenant code.
-    """
-    parts = module.split(".")
-    try:
-        spec = importlib.util.find_spec(parts[0])  # a top-level lookup imports nothing
-        for depth in range(2, len(parts) + 1):
-            locations = spec.submodule_search_locations if spec is not None else None
-            if not locations:
-                return None
-            name = ".".join(parts[:depth])
-            loaded = sys.modules.get(name)
-            if loaded is not None and loaded.__spec__ is not None:
-                spec = loaded.__spec__
-            else:
-                spec = PathFinder.find_spec(name, list(locations))
-    except (ImportError, ValueError):
-        return None
-    return spec
-
-
-def add_import_root(root: str) -> None:
-    """Make the tenants file's folder importable, so ``tenants.notes`` resolves from any cwd."""
-    if root not in sys.path:
-        sys.path.insert(0, root)

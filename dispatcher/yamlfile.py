@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - only on a PyYAML built without libyaml
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+_STANDARD_TAGS = "tag:yaml.org,2002:"
 # ${VAR} or ${VAR:-default}; the default may hold {placeholders} (one level of braces).
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
 
@@ -109,6 +110,9 @@ class _Walker:
         self.constructor = yaml.constructor.SafeConstructor()
 
     def value(self, node: yaml.Node, path: Path) -> Any:
+        if not node.tag.startswith(_STANDARD_TAGS):
+            self.doc.problem(path, f"unknown YAML tag '{node.tag}'", "Remove the tag")
+            node.tag = _STR_TAG if isinstance(node, yaml.ScalarNode) else node.tag
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

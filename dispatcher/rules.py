@@ -1,0 +1,151 @@
+"""The single-value rules of tenants.yaml: names, paths, hosts, app modules, database URLs.
+
+Pure functions, each answering "what is wrong with this value and how to fix it", so the loader
+(:mod:`dispatcher.spec`) can apply them to a tenant's own fields and, quietly, to the fields of
+a tenant that has other errors (its path still takes part in the clash checks)::
+
+    path_problem("/Acme/")      # ("must not end with '/'", "Write '/acme'")
+    host_problem("a.com:80")    # ("'a.com:80' is not a host name", "Write the bare host ...")
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import pkgutil
+import re
+import sys
+from importlib.machinery import ModuleSpec, PathFinder
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+
+#: Paths under this prefix belong to the dispatcher on every host.
+RESERVED_PREFIX = "/_dispatcher"
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+NAME = re.compile(_LABEL)
+HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+APP = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?")
+_SEGMENT = re.compile(r"[a-z0-9._-]+")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
+
+
+def path_problem(path: str) -> tuple[str, str]:
+    """Why a path mount is invalid, and how to fix it; ``("", "")`` if it is fine."""
+    segments = path.split("/")[1:]
+    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
+    fix = f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
+    if not path.startswith("/"):
+        return "must start with '/'", fix
+    if path == "/":
+        return "is the root", "Give it a segment, like '/acme'; a whole host is 'hosts:'"
+    if path.endswith("/"):
+        return "must not end with '/'", fix
+    if path != path.lower():
+        return "must be lower-case", fix
+    if "" in segments:
+        return "has an empty segment ('//')", fix
+    if "." in segments or ".." in segments:
+        return "has a '.' or '..' segment", fix
+    if not all(_SEGMENT.fullmatch(s) for s in segments):
+        return "has characters outside a-z, 0-9, '.', '_' and '-'", "Use only those characters"
+    if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        return f"is under '{RESERVED_PREFIX}', reserved for the dispatcher", "Choose another path"
+    return "", ""
+
+
+def normalise_host_name(raw: str) -> str:
+    """Host names match case-insensitively and without the root's trailing dot."""
+    return raw.lower().removesuffix(".")
+
+
+def host_problem(raw: str) -> tuple[str, str]:
+    """Why a host name (for ``hosts``, ``base_domain``, ...) is invalid; ``("", "")`` if fine."""
+    host = normalise_host_name(raw)
+    if ":" in host or "/" in host:
+        return (
+            f"'{raw}' is not a host name",
+            "Write the bare host, without scheme, port or path: hosts match whatever the port",
+        )
+    if "*" in host:
+        return (
+            f"'{raw}' is a wildcard",
+            "List each host, or use 'subdomain:' with 'base_domain' for *.domain tenants",
+        )
+    if len(host) > 253 or not HOST.fullmatch(host):
+        return (
+            f"'{raw}' is not a valid host name",
+            "Use DNS labels of letters, digits and '-', joined by dots",
+        )
+    return "", ""
+
+
+def database_key(url: URL) -> tuple[Any, ...]:
+    """What makes two URLs the same database, whatever the driver, case or default port."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return (backend, os.path.normpath(url.database) if url.database else url.database)
+    host = url.host.lower() if url.host else url.host
+    return (backend, host, url.port or _DEFAULT_PORTS.get(backend), url.database)
+
+
+def absolute_sqlite(url: URL, instance_path: str) -> URL:
+    """A relative SQLite path made relative to the instance folder, as Flask-SQLAlchemy does."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url.set(database=os.path.join(instance_path, url.database or ""))
+    return url
+
+
+def parse_database_url(url: str) -> URL | None:
+    """The parsed SQLAlchemy URL, or ``None`` if ``url`` is not one."""
+    try:
+        return make_url(url)
+    except Exception:  # ArgumentError, ValueError: any unparseable text
+        return None
+
+
+def find_module(module: str, root: str) -> str | None:
+    """``None`` if ``module`` can be imported from ``root``, else why not (with a guess)."""
+    add_import_root(root)
+    if find_spec_without_import(module) is not None:
+        return None
+    parent, _, leaf = module.rpartition(".")
+    hint = ""
+    parent_spec = find_spec_without_import(parent) if parent else None
+    if parent_spec is not None and parent_spec.submodule_search_locations:
+        siblings = [m.name for m in pkgutil.iter_modules(parent_spec.submodule_search_locations)]
+        close = difflib.get_close_matches(leaf, siblings, n=1)
+        hint = f" (did you mean '{parent}.{close[0]}'?)" if close else ""
+    return f"app module '{module}' was not found{hint}"
+
+
+def find_spec_without_import(module: str) -> ModuleSpec | None:
+    """Find a module's spec without running any package's ``__init__``.
+
+    ``importlib.util.find_spec("pkg.app")`` imports ``pkg`` first; here each level is looked up
+    in its parent's folders instead, so checking a file never runs tenant code.
+    """
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level lookup imports nothing
+        for depth in range(2, len(parts) + 1):
+            locations = spec.submodule_search_locations if spec is not None else None
+            if not locations:
+                return None
+            name = ".".join(parts[:depth])
+            loaded = sys.modules.get(name)
+            if loaded is not None and loaded.__spec__ is not None:
+                spec = loaded.__spec__
+            else:
+                spec = PathFinder.find_spec(name, list(locations))
+    except (ImportError, ValueError):
+        return None
+    return spec
+
+
+def add_import_root(root: str) -> None:
+    """Make the tenants file's folder importable, so ``tenants.notes`` resolves from any cwd."""
+    if root not in sys.path:
+        sys.path.insert(0, root)
