@@ -91,6 +91,19 @@ def database_key(url: URL) -> tuple[Any, ...]:
     return (backend, host, url.port or _DEFAULT_PORTS.get(backend), url.database)
 
 
+def plain_sqlite_file(url: str, instance_path: str) -> str | None:
+    """The absolute file of a plain ``sqlite:///path`` URL (no query), else ``None``.
+
+    Relative paths are relative to the instance folder, as in Flask-SQLAlchemy.
+    """
+    if not url.startswith("sqlite:///") or "?" in url or len(url) == len("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :]
+    if path == ":memory:":
+        return None
+    return os.path.normpath(os.path.join(instance_path, path))
+
+
 def absolute_sqlite(url: URL, instance_path: str) -> URL:
     """A relative SQLite path made relative to the instance folder, as Flask-SQLAlchemy does."""
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):

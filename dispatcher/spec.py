@@ -426,6 +426,11 @@ class _Checker:
             )
             return None
         url = url.replace("{name}", name).replace("{instance_path}", instance_path)
+        where: Path = ("tenants", name, "database")
+        sqlite_file = rules.plain_sqlite_file(url, instance_path)
+        if sqlite_file is not None:  # the common case, without parsing a URL (10,000 tenants)
+            claim.database = (("sqlite", sqlite_file), url, where, line)
+            return "sqlite:///" + sqlite_file
         parsed = rules.parse_database_url(url)
         if parsed is None:
             self.doc.problem(
@@ -438,7 +443,7 @@ class _Checker:
         absolute = rules.absolute_sqlite(parsed, instance_path)
         if absolute is not parsed:
             url = absolute.render_as_string(hide_password=False)
-        claim.database = (rules.database_key(absolute), url, ("tenants", name, "database"), line)
+        claim.database = (rules.database_key(absolute), url, where, line)
         return url
 
     def check_clashes(self, server_names: frozenset[str] | None) -> None:
