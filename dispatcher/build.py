@@ -18,13 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Flask
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
 from werkzeug.exceptions import ServiceUnavailable
 
+from .database import app_engines as app_engines  # re-exported: tests and plugins use it
+from .database import create_new_schema
 from .isolation import (
     IsolationError,
     check_instance_path,
@@ -74,31 +74,6 @@ def build_app(tenant: TenantConfig, *, create_schema: bool = True) -> Flask:
         engine.dispose()
     app.extensions["dispatcher"] = tenant
     return app
-
-
-def app_engines(app: Flask) -> list[Engine]:
-    """The SQLAlchemy engines of an app that uses Flask-SQLAlchemy (else none)."""
-    db = app.extensions.get("sqlalchemy")
-    if db is None:
-        return []
-    with app.app_context():
-        return list(db.engines.values())
-
-
-def create_new_schema(app: Flask, module: Any) -> None:
-    """Create the tables of a new tenant's database.
-
-    An app package's own ``init_db(app)`` runs when the default database has no tables yet;
-    otherwise Flask-SQLAlchemy's ``create_all()`` creates whatever tables are missing.
-    """
-    init_db = getattr(module, "init_db", None)
-    db = app.extensions.get("sqlalchemy")
-    with app.app_context():
-        if callable(init_db):
-            if db is None or not inspect(db.engine).get_table_names():
-                init_db(app)
-        elif db is not None:
-            db.create_all()
 
 
 class TenantApp:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
 
 import click
@@ -21,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from .build import build_app
 from .logs import configure_logging, current_tenant
+from .migrate import migrate_tenants
 from .problems import ConfigError
 from .serve import run_dev_server
 from .spec import TenantSet, check_tenants, load_tenants
@@ -136,6 +139,38 @@ def init_db(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
             click.echo(f"{tenant.name}: schema ready")
     if failed:
         raise click.ClickException(f"init-db failed for {', '.join(failed)}")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every enabled tenant.")
+@click.option("-j", "--jobs", default=1, type=click.IntRange(1), help="Tenants migrated at once.")
+@click.option("--dry-run", is_flag=True, help="Show what would be upgraded; change nothing.")
+@click.pass_context
+def migrate(
+    ctx: click.Context, names: tuple[str, ...], all_: bool, jobs: int, dry_run: bool
+) -> None:
+    """Upgrade each tenant's database to its app's newest migration (Flask-Migrate).
+
+    Prints one line per tenant: name, revision before -> after, time, and ok / up to date /
+    would upgrade / no migrations / failed. A tenant being upgraded answers 503 on every worker
+    meanwhile. A failing tenant does not stop the others; the command then exits 1 naming it.
+    """
+    tenant_set = _load(ctx)
+    tenants = _select(tenant_set, names, all_)
+    configure_logging(logging.WARNING)  # one line per tenant, not Alembic's progress
+    started = time.perf_counter()
+    counts: Counter[str] = Counter()
+    failed = []
+    for result in migrate_tenants(tenant_set, [t.name for t in tenants], jobs, dry_run):
+        counts[result.status] += 1
+        click.echo(str(result), err=result.failed)
+        if result.failed:
+            failed.append(result.name)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    click.echo(f"{len(tenants)} tenant(s) in {time.perf_counter() - started:.1f} s: {summary}")
+    if failed:
+        raise click.ClickException(f"migration failed for {', '.join(failed)}")
 
 
 @main.command()

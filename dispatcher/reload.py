@@ -32,6 +32,9 @@ log = logging.getLogger("dispatcher")
 
 #: Seconds between two looks at the file, per worker.
 CHECK_INTERVAL = 1.0
+#: A folder under the instance root: a file named after a tenant in it puts that tenant in
+#: maintenance on every worker (``python -m dispatcher migrate`` does this while it works).
+HOLDS_FOLDER = ".maintenance"
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,12 @@ def _signature(path: str) -> tuple[int, int, int] | None:
 class Reloader:
     """Watches one dispatcher's tenants file and swaps in valid edits."""
 
-    def __init__(self, dispatcher: Dispatcher, file: str) -> None:
+    def __init__(self, dispatcher: Dispatcher, file: str, instance_root: str) -> None:
         self.dispatcher = dispatcher
         self.file = file
+        self.holds_folder = os.path.join(instance_root, HOLDS_FOLDER)
         self._seen = _signature(file)
+        self._holds_seen: object = object()  # never equal: the first look always lists
         self._next_check = time.monotonic() + CHECK_INTERVAL
         self._forced = False
         self._lock = threading.Lock()
@@ -92,6 +97,22 @@ class Reloader:
         """Reload on the next request even if the file looks unchanged (e.g. on SIGHUP)."""
         self._forced = True
         self._next_check = 0.0
+
+    def check(self) -> None:
+        """Apply edits to the file and changes to the holds folder (once per interval)."""
+        self.reload_if_changed()
+        self.check_holds()
+
+    def check_holds(self) -> None:
+        """Put the tenants named in the holds folder in maintenance, and only those."""
+        holds = _signature(self.holds_folder)
+        if holds != self._holds_seen:
+            self._holds_seen = holds
+            try:
+                names = frozenset(os.listdir(self.holds_folder))
+            except OSError:
+                names = frozenset()
+            self.dispatcher.hold(names)
 
     def reload_if_changed(self) -> bool:
         """Load the file if it changed and swap it in; ``True`` if the tenants were replaced.

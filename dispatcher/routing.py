@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from flask import Flask
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import get_host
@@ -46,13 +46,20 @@ class Routes:
     """One tenant set's routing table. Never changed once built: a reload builds a new one and
     swaps it in whole, so a request always finishes on the table it started on."""
 
-    def __init__(self, tenant_set: TenantSet, tenants: dict[str, TenantApp]) -> None:
+    def __init__(
+        self,
+        tenant_set: TenantSet,
+        tenants: dict[str, TenantApp],
+        held: frozenset[str] = frozenset(),
+    ) -> None:
         self.tenant_set = tenant_set
         self.tenants = tenants
-        self.hosts = {h: a for a in tenants.values() for h in a.tenant.hosts}
-        mounts: dict[str, WSGIApplication] = {
-            a.tenant.path: a for a in tenants.values() if a.tenant.path
+        self.held = held
+        targets: dict[str, WSGIApplication] = {
+            name: _held(handle) if name in held else handle for name, handle in tenants.items()
         }
+        self.hosts = {h: targets[a.name] for a in tenants.values() for h in a.tenant.hosts}
+        mounts = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
         self.paths = DispatcherMiddleware(NotFound(), mounts)
         self.server_names = tenant_set.server_names
         self.wsgi_app: WSGIApplication = self.route
@@ -81,8 +88,8 @@ class Routes:
         if environ.get("PATH_INFO") != HEALTH_PATH:
             return NotFound()(environ, start_response)
         counts = {"ready": 0, "failed": 0, "lazy": 0, "maintenance": 0}
-        for handle in self.tenants.values():
-            counts[handle.state] += 1
+        for name, handle in self.tenants.items():
+            counts["maintenance" if name in self.held else handle.state] += 1
         body = {"status": "ok", "tenants": counts}
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
@@ -100,7 +107,10 @@ class Dispatcher:
         install_record_factory()
         self._secret_owners: dict[str, str] = {}
         self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
-        self.reloader = Reloader(self, tenant_set.file) if watch else None
+        self.reloader = None
+        if watch:
+            self.reloader = Reloader(self, tenant_set.file, tenant_set.instance_root)
+            self.reloader.check_holds()
 
     @property
     def tenant_set(self) -> TenantSet:
@@ -114,7 +124,7 @@ class Dispatcher:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.reloader is not None and self.reloader.due():
-            self.reloader.reload_if_changed()
+            self.reloader.check()
         return self.routes.wsgi_app(environ, start_response)
 
     def swap(self, tenant_set: TenantSet) -> Routes:
@@ -124,7 +134,7 @@ class Dispatcher:
         (and ones whose build had failed) are built before the switch.
         """
         old = self.routes
-        new = Routes(tenant_set, self._handles(tenant_set, old.tenants))
+        new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
         kept = {id(handle) for handle in new.tenants.values()}
         self.routes = new  # one attribute store: requests see the old table or the new one
         owners = {handle.name for handle in new.tenants.values()}
@@ -133,6 +143,13 @@ class Dispatcher:
             if id(handle) not in kept:
                 handle.close()
         return old
+
+    def hold(self, names: frozenset[str]) -> None:
+        """Answer 503 for exactly these tenants (while their schema migrates), keeping apps."""
+        routes = self.routes
+        if names != routes.held:
+            self.routes = Routes(routes.tenant_set, routes.tenants, names)
+            log.info("tenants held in maintenance: %d", len(names & routes.tenants.keys()))
 
     def _handles(
         self, tenant_set: TenantSet, running: dict[str, TenantApp]
@@ -158,6 +175,11 @@ class Dispatcher:
                 "instance/<name>/config.py, or remove it to have one generated"
             )
         return app
+
+
+def _held(handle: TenantApp) -> WSGIApplication:
+    """A 503 in place of a tenant whose schema is being migrated."""
+    return ServiceUnavailable(retry_after=handle.tenant.maintenance or 60)
 
 
 @lru_cache(maxsize=4096)

@@ -47,6 +47,8 @@ class TenantSet:
     #: Hosts on which path mounts answer; ``None`` means any host.
     server_names: frozenset[str] | None = None
     proxy: Proxy | None = None
+    #: The folder holding the tenants' instance folders (absolute).
+    instance_root: str = ""
     warnings: tuple[Problem, ...] = ()
 
     @property
@@ -200,6 +202,7 @@ class _Checker:
             base_domain=base_domain,
             server_names=server_names,
             proxy=top.proxy,
+            instance_root=os.path.abspath(instance_root),
             warnings=tuple(p for p in doc.problems if p.warning),
         )
 

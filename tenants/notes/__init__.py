@@ -9,6 +9,7 @@ its argument and nothing happens at import time::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -23,7 +24,8 @@ def create_app(tenant_config: TenantConfig) -> Flask:
     Settings are layered so that the operator has the last word: built-in defaults, then the
     tenant's ``config`` from tenants.yaml, then ``config.py`` in the tenant's instance folder.
     ``SECRET_KEY`` is deliberately not set here (the dispatcher gives each tenant its own) and
-    the schema is not created here (the dispatcher's ``init-db`` and boot do that).
+    the schema is not created here: the dispatcher creates a new tenant's database from
+    ``migrations/`` at head, and ``python -m dispatcher migrate`` upgrades existing ones.
     """
     app = Flask(__name__, instance_path=tenant_config.instance_path, instance_relative_config=True)
     app.config.from_mapping(
@@ -34,9 +36,10 @@ def create_app(tenant_config: TenantConfig) -> Flask:
     app.config.from_mapping(tenant_config.config)
     app.config.from_pyfile("config.py", silent=True)
 
-    from .extensions import csrf, db
+    from .extensions import csrf, db, migrate
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).with_name("migrations")))
     csrf.init_app(app)
 
     from . import auth, errors, notes

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
@@ -23,6 +24,9 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+#: Schema migrations, kept in ``tenants/notes/migrations`` (``python -m dispatcher migrate``).
+migrate = Migrate()
 
 #: Refuses (400) every POST, PUT, PATCH and DELETE without a valid token, app-wide.
 csrf = CSRFProtect()

@@ -1,0 +1,63 @@
+"""What the dispatcher does with a tenant app's database: find its engines, create its schema.
+
+A new tenant's database gets its schema when the app is built: at head through the app's
+migrations if it uses Flask-Migrate (the package keeps them in ``<package>/migrations/``),
+otherwise with the package's ``init_db(app)`` or Flask-SQLAlchemy's ``create_all()``::
+
+    create_new_schema(app, importlib.import_module("tenants.notes"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+
+
+def app_engines(app: Flask) -> list[Engine]:
+    """The SQLAlchemy engines of an app that uses Flask-SQLAlchemy (else none)."""
+    db = app.extensions.get("sqlalchemy")
+    if db is None:
+        return []
+    with app.app_context():
+        return list(db.engines.values())
+
+
+def migrations_folder(app: Flask) -> str | None:
+    """The app's Alembic folder if it uses Flask-Migrate, else ``None``."""
+    config = app.extensions.get("migrate")
+    return str(config.directory) if config is not None else None
+
+
+def upgrade_to_head(app: Flask) -> None:
+    """Run the app's migrations up to head (``flask db upgrade``) on its database."""
+    import flask_migrate
+
+    with app.app_context():
+        try:
+            flask_migrate.upgrade(directory=migrations_folder(app))
+        except SystemExit:  # Flask-Migrate turns Alembic errors into exit(1), after logging them
+            raise RuntimeError("the migration failed; its error is logged above") from None
+
+
+def create_new_schema(app: Flask, module: Any) -> None:
+    """Create the tables of a new tenant's database; an existing one is left as it is.
+
+    With migrations, a database without tables is brought to head (and one with tables is
+    left to ``python -m dispatcher migrate``). Otherwise the package's own ``init_db(app)``
+    runs when the database has no tables yet, or Flask-SQLAlchemy's ``create_all()`` creates
+    whatever tables are missing.
+    """
+    db = app.extensions.get("sqlalchemy")
+    init_db = getattr(module, "init_db", None)
+    with app.app_context():
+        if db is not None and migrations_folder(app) is not None:
+            if not inspect(db.engine).get_table_names():
+                upgrade_to_head(app)
+        elif callable(init_db):
+            if db is None or not inspect(db.engine).get_table_names():
+                init_db(app)
+        elif db is not None:
+            db.create_all()

@@ -1,0 +1,167 @@
+"""Per-tenant schema migrations: new tenants at head, `migrate` upgrading every tenant.
+
+The tests run a copy of the notes app (with its real migrations) under a fresh package name in
+tmp_path, so a test can add a migration to it without touching the repository.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from werkzeug.test import Client
+
+from dispatcher import Dispatcher, load_tenants, migrate, reload
+from dispatcher.cli import main
+from tests.conftest import ROOT
+
+HEAD = "29d17d897b21"  # tenants/notes/migrations/versions/0001_users_and_notes.py
+PINNED = '''"""notes can be pinned"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_pinned"
+down_revision = "29d17d897b21"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("notes") as batch:
+        batch.add_column(sa.Column("pinned", sa.Boolean(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("notes") as batch:
+        batch.drop_column("pinned")
+'''
+
+
+@pytest.fixture
+def notes_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The notes app copied to tmp_path as a package of its own; returns its import name."""
+    name = f"notes_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(ROOT / "tenants" / "notes", tmp_path / "apps" / name)
+    monkeypatch.syspath_prepend(str(tmp_path / "apps"))
+    monkeypatch.setattr(migrate.time, "sleep", lambda seconds: None)  # the hold's wait
+    return name
+
+
+@pytest.fixture
+def tenants_file(notes_copy: str, write_tenants: Callable[[str], Path]) -> Path:
+    return write_tenants(
+        f"""
+        version: 1
+        server_names: [localhost]
+        defaults: {{app: {notes_copy}, mount: path}}
+        tenants:
+          acme:
+          globex:
+          initech:
+        """
+    )
+
+
+def revision(tmp_path: Path, tenant: str) -> str | None:
+    with sqlite3.connect(tmp_path / "instance" / tenant / "app.db") as db:
+        row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_new_tenant_is_created_at_head(tenants_file: Path, tmp_path: Path) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    assert {revision(tmp_path, t) for t in ("acme", "globex", "initech")} == {HEAD}
+
+
+def test_migrate_up_to_date_is_quick_and_changes_nothing(tenants_file: Path) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    code, output = run("-f", str(tenants_file), "migrate", "--all")
+    assert code == 0, output
+    assert f"acme  {HEAD} -> {HEAD}" in output
+    assert output.count("up to date") == 4  # three tenants and the summary
+    assert "3 tenant(s) in" in output
+
+
+def test_new_migration_upgrades_every_tenant_past_a_broken_one(
+    tenants_file: Path, tmp_path: Path, notes_copy: str
+) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    (tmp_path / "instance" / "globex" / "app.db").write_bytes(b"this is not a database" * 100)
+    versions = tmp_path / "apps" / notes_copy / "migrations" / "versions"
+    (versions / "0002_pinned.py").write_text(PINNED)
+    code, output = run("-f", str(tenants_file), "migrate", "--all")
+    assert code == 1
+    assert f"acme  {HEAD} -> 0002_pinned" in output and "ok" in output
+    assert f"initech  {HEAD} -> 0002_pinned" in output
+    assert "globex" in output and "failed" in output
+    assert "migration failed for globex" in output
+    assert revision(tmp_path, "acme") == revision(tmp_path, "initech") == "0002_pinned"
+    with sqlite3.connect(tmp_path / "instance" / "acme" / "app.db") as db:
+        assert "pinned" in {row[1] for row in db.execute("PRAGMA table_info(notes)")}
+
+
+def test_dry_run_changes_nothing(tenants_file: Path, tmp_path: Path, notes_copy: str) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
+        PINNED
+    )
+    code, output = run("-f", str(tenants_file), "migrate", "acme", "--dry-run")
+    assert code == 0, output
+    assert "would upgrade" in output
+    assert revision(tmp_path, "acme") == HEAD
+
+
+def test_parallel_jobs(tenants_file: Path, tmp_path: Path, notes_copy: str) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
+        PINNED
+    )
+    code, output = run("-f", str(tenants_file), "migrate", "--all", "--jobs", "2")
+    assert code == 0, output
+    assert {revision(tmp_path, t) for t in ("acme", "globex", "initech")} == {"0002_pinned"}
+
+
+def test_tenant_answers_503_while_its_migration_runs(
+    tenants_file: Path, tmp_path: Path, notes_copy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(reload.time, "monotonic", lambda: clock[0])
+    dispatcher = Dispatcher(load_tenants(tenants_file))
+    client = Client(dispatcher)
+
+    def status(tenant: str) -> int:
+        clock[0] += reload.CHECK_INTERVAL + 0.1
+        return client.get(f"/{tenant}/auth/login", headers={"Host": "localhost"}).status_code
+
+    seen: list[tuple[int, int]] = []
+    real_upgrade = migrate.upgrade_to_head
+
+    def observed_upgrade(app: object) -> None:
+        seen.append((status("acme"), status("globex")))
+        real_upgrade(app)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(migrate, "upgrade_to_head", observed_upgrade)
+    (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
+        PINNED
+    )
+    code, output = run("-f", str(tenants_file), "migrate", "acme")
+    assert code == 0, output
+    assert seen == [(503, 200)]  # acme held, globex serving
+    assert status("acme") == 200  # released afterwards
+
+
+def test_unknown_tenant_and_no_selection_are_usage_errors(tenants_file: Path) -> None:
+    assert run("-f", str(tenants_file), "migrate")[0] == 2
+    code, output = run("-f", str(tenants_file), "migrate", "nope")
+    assert code == 2 and "nope" in output
