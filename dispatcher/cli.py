@@ -11,6 +11,7 @@ else ``./tenants.yaml``). A bad file is reported, every problem at once, with ex
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -22,9 +23,11 @@ from flask.cli import FlaskGroup
 from sqlalchemy.engine import make_url
 
 from .build import build_app
+from .database import app_engines
 from .logs import configure_logging, current_tenant
-from .migrate import migrate_tenants
+from .migrate import database_revision, migrate_tenants
 from .problems import ConfigError
+from .reload import HOLDS_FOLDER
 from .serve import run_dev_server
 from .spec import TenantSet, check_tenants, load_tenants
 from .tenant import TenantConfig
@@ -79,16 +82,49 @@ def check(ctx: click.Context) -> None:
 
 
 @main.command("list")
+@click.option("--build", is_flag=True, help="Build each eager tenant, as a worker's boot does.")
 @click.pass_context
-def list_tenants(ctx: click.Context) -> None:
-    """Show each tenant's app, mount, database (password hidden) and configured state."""
-    rows = [("NAME", "APP", "MOUNT", "DATABASE", "STATE")]
-    for t in _load(ctx):
-        rows.append((t.name, t.app, t.mount_label, _without_secrets(t.database_uri), t.state))
+def list_tenants(ctx: click.Context, build: bool) -> None:
+    """Show each tenant's app, mount, database (password hidden), revision and state.
+
+    The state is what the file says (eager, lazy, maintenance, disabled), or maintenance while
+    ``migrate`` holds the tenant. With --build, each eager tenant is built here as a worker
+    would build it at boot, and shows "ready" or "failed: <reason>".
+    """
+    tenant_set = _load(ctx)
+    held = _held_tenants(tenant_set)
+    rows = [("NAME", "APP", "MOUNT", "DATABASE", "REVISION", "STATE")]
+    for t in tenant_set:
+        state = "maintenance" if t.enabled and t.name in held else t.state
+        if build and state == "eager":
+            state = _build_state(t)
+        revision = database_revision(t.database_uri) if t.enabled else "-"
+        database = _without_secrets(t.database_uri)
+        rows.append((t.name, t.app, t.mount_label, database, revision, state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, row[-1]]))
+
+
+def _held_tenants(tenant_set: TenantSet) -> set[str]:
+    try:
+        return set(os.listdir(os.path.join(tenant_set.instance_root, HOLDS_FOLDER)))
+    except OSError:
+        return set()
+
+
+def _build_state(tenant: TenantConfig) -> str:
+    token = current_tenant.set(tenant.name)
+    try:
+        app = build_app(tenant)
+    except Exception as e:
+        return f"failed: {type(e).__name__}: {e}"
+    finally:
+        current_tenant.reset(token)
+    for engine in app_engines(app):
+        engine.dispose()
+    return "ready"
 
 
 def _without_secrets(uri: str) -> str:

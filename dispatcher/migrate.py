@@ -26,6 +26,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from . import reload
 from .build import build_app
@@ -61,6 +64,25 @@ class Result:
 def head_revision(folder: str) -> str | None:
     """The newest revision in a migrations folder (read once per process)."""
     return ScriptDirectory.from_config(_alembic_config(folder)).get_current_head()
+
+
+def database_revision(database_uri: str) -> str:
+    """A database's schema revision, read without building its app: for ``list``.
+
+    ``-`` when it has no migrations table, ``(new)`` for a SQLite file not created
+    yet (it is not created here), ``(unreachable)`` when it cannot be opened.
+    """
+    url = make_url(database_uri)
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        return "(new)"
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+        engine.dispose()
+    except Exception:  # no driver, no server, no permission: the table says so, on one line
+        return "(unreachable)"
+    return revision or "-"
 
 
 def current_revision(app: Flask) -> str | None:

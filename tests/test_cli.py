@@ -192,7 +192,7 @@ def test_list_shows_table_states_and_hides_passwords(write_tenants: WriteTenants
     result = cli("list", file=file)
     assert result.exit_code == 0, result.output
     header, *rows = [line.split() for line in result.stdout.splitlines()]
-    assert header == ["NAME", "APP", "MOUNT", "DATABASE", "STATE"]
+    assert header == ["NAME", "APP", "MOUNT", "DATABASE", "REVISION", "STATE"]
     table = {row[0]: row for row in rows}
     assert {name: row[-1] for name, row in table.items()} == {
         "acme": "eager",

@@ -165,3 +165,20 @@ def test_unknown_tenant_and_no_selection_are_usage_errors(tenants_file: Path) ->
     assert run("-f", str(tenants_file), "migrate")[0] == 2
     code, output = run("-f", str(tenants_file), "migrate", "nope")
     assert code == 2 and "nope" in output
+
+
+def test_list_shows_revisions_holds_and_built_states(tenants_file: Path, tmp_path: Path) -> None:
+    code, output = run("-f", str(tenants_file), "list")
+    assert code == 0, output
+    assert {line.split()[-2] for line in output.splitlines()[1:]} == {"(new)"}
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    holds = tmp_path / "instance" / ".maintenance"
+    holds.mkdir()
+    (holds / "globex").write_text("migrating\n")
+    (tmp_path / "instance" / "initech" / "config.py").write_text("raise RuntimeError('bad')\n")
+    code, output = run("-f", str(tenants_file), "list", "--build")
+    assert code == 0, output
+    rows = {line.split()[0]: line for line in output.splitlines()[1:]}
+    assert rows["acme"].split()[-2:] == [HEAD, "ready"]
+    assert rows["globex"].split()[-1] == "maintenance"
+    assert "failed: RuntimeError: bad" in rows["initech"]
