@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -27,7 +28,7 @@ from .database import app_engines
 from .logs import configure_logging, current_tenant
 from .migrate import database_revision, migrate_tenants
 from .problems import ConfigError
-from .reload import HOLDS_FOLDER
+from .reload import HOLDS_FOLDER, compare, running_text
 from .serve import run_dev_server
 from .spec import TenantSet, check_tenants, load_tenants
 from .tenant import TenantConfig
@@ -207,6 +208,36 @@ def migrate(
     click.echo(f"{len(tenants)} tenant(s) in {time.perf_counter() - started:.1f} s: {summary}")
     if failed:
         raise click.ClickException(f"migration failed for {', '.join(failed)}")
+
+
+@main.command()
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The earlier version to compare with. Default: the file as the server last loaded it.",
+)
+@click.pass_context
+def diff(ctx: click.Context, against: str | None) -> None:
+    """Show what a reload of the edited file would add, remove and rebuild; apply nothing.
+
+    Exits 1 if the edited file is not valid (a reload would then change nothing).
+    """
+    new = _load(ctx)
+    text = running_text(new) if against is None else Path(against).read_text()
+    if text is None:
+        raise click.ClickException(
+            f"no running copy in {new.instance_root}: no server has loaded this file yet; "
+            "compare with an earlier version using --against FILE"
+        )
+    try:
+        old = load_tenants(ctx.obj, text=text, instance_root=new.instance_root)
+    except ConfigError as e:
+        raise click.ClickException(f"the earlier version is not valid:\n{e}") from None
+    changes = compare({t.name: t for t in old.enabled}, new)
+    for sign, names in (("+", changes.added), ("-", changes.removed), ("~", changes.changed)):
+        for name in names:
+            click.echo(f"{sign} {name}")
+    click.echo(str(changes))
 
 
 @main.command()

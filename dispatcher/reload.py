@@ -35,6 +35,9 @@ CHECK_INTERVAL = 1.0
 #: A folder under the instance root: a file named after a tenant in it puts that tenant in
 #: maintenance on every worker (``python -m dispatcher migrate`` does this while it works).
 HOLDS_FOLDER = ".maintenance"
+#: A copy, under the instance root, of the tenants file as the server last loaded it:
+#: ``python -m dispatcher diff`` compares the edited file with it.
+RUNNING_FILE = ".running-tenants.yaml"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,36 @@ def compare(old: Mapping[str, TenantConfig], new: TenantSet) -> Changes:
         changed=tuple(sorted(n for n in fresh.keys() & old.keys() if fresh[n] != old[n])),
         unchanged=tuple(sorted(n for n in fresh.keys() & old.keys() if fresh[n] == old[n])),
     )
+
+
+def record_running(tenant_set: TenantSet) -> None:
+    """Keep a copy of the file being served, for ``diff``; atomic, and only if it changed.
+
+    Written only into an instance root that exists: loading a file alone creates nothing.
+    """
+    path = os.path.join(tenant_set.instance_root, RUNNING_FILE)
+    if not os.path.isdir(tenant_set.instance_root) or _read(path) == tenant_set.text:
+        return
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(tenant_set.text)
+        os.replace(temporary, path)
+    except OSError as e:  # a read-only instance root costs only `diff` its default
+        log.warning("cannot record the running tenants file in %s: %s", path, e)
+
+
+def running_text(tenant_set: TenantSet) -> str | None:
+    """The tenants file as a server last loaded it, if one recorded it."""
+    return _read(os.path.join(tenant_set.instance_root, RUNNING_FILE))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:

@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response
 
 from .build import BuildError, TenantApp, build_app
 from .logs import install_record_factory
-from .reload import Reloader
+from .reload import Reloader, record_running
 from .rules import RESERVED_PREFIX
 from .spec import TenantSet
 from .tenant import TenantConfig
@@ -107,6 +107,7 @@ class Dispatcher:
         install_record_factory()
         self._secret_owners: dict[str, str] = {}
         self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
+        record_running(tenant_set)
         self.reloader = None
         if watch:
             self.reloader = Reloader(self, tenant_set.file, tenant_set.instance_root)
@@ -137,6 +138,7 @@ class Dispatcher:
         new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
         kept = {id(handle) for handle in new.tenants.values()}
         self.routes = new  # one attribute store: requests see the old table or the new one
+        record_running(tenant_set)
         owners = {handle.name for handle in new.tenants.values()}
         self._secret_owners = {k: v for k, v in self._secret_owners.items() if v in owners}
         for handle in old.tenants.values():

@@ -46,6 +46,7 @@ class YamlDocument:
     """Parsed data, the line of each path in it, and what went wrong on the way."""
 
     file: str
+    text: str = ""
     data: Any = None
     lines: dict[Path, int] = field(default_factory=dict)
     #: Paths whose unquoted text YAML 1.1 read as a non-string, with that text.
@@ -76,7 +77,7 @@ class YamlDocument:
 
 def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``); problems are collected, never raised."""
-    doc = YamlDocument(file)
+    doc = YamlDocument(file, text)
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:

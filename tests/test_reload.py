@@ -193,3 +193,39 @@ def test_compare_names_what_a_reload_does(tmp_path: Path) -> None:
     changes = reload.compare(old, load_tenants(path))
     assert changes == reload.Changes(added=("d",), removed=("c",), changed=("b",), unchanged=("a",))
     assert str(changes) == "1 added, 1 removed, 1 rebuilt, 1 unchanged"
+
+
+def test_diff_shows_what_a_reload_would_do(edit: Callable[[str], None], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dispatcher.cli import main
+
+    start(edit, tmp_path, "      acme: {path: /acme}\n      globex: {path: /globex}\n")
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        BASE + "      acme: {path: /acme, lazy: true}\n      initech: {path: /initech}\n"
+    )
+    result = CliRunner().invoke(main, ["-f", str(path), "diff"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "+ initech",
+        "- globex",
+        "~ acme",
+        "1 added, 1 removed, 1 rebuilt, 0 unchanged",
+    ]
+    assert not (tmp_path / "instance" / "initech").exists()  # nothing applied
+    older = tmp_path / "older.yaml"
+    older.write_text(BASE + "      acme: {path: /acme, lazy: true}\n")
+    result = CliRunner().invoke(main, ["-f", str(path), "diff", "--against", str(older)])
+    assert result.output.splitlines()[-1] == "1 added, 0 removed, 0 rebuilt, 1 unchanged"
+
+
+def test_diff_without_a_running_copy_says_how(write_tenants: Callable[[str], Path]) -> None:
+    from click.testing import CliRunner
+
+    from dispatcher.cli import main
+
+    path = write_tenants(BASE + "      acme: {path: /acme}\n")
+    result = CliRunner().invoke(main, ["-f", str(path), "diff"])
+    assert result.exit_code == 1
+    assert "--against" in result.output
