@@ -55,7 +55,10 @@ class Result:
         return self.status == "failed"
 
     def __str__(self) -> str:
-        moved = f"{self.before or '(empty)'} -> {self.after or '(empty)'}"
+        if self.failed:
+            moved = f"{self.before or '?'} -> ?"
+        else:
+            moved = f"{self.before or '(empty)'} -> {self.after or '(empty)'}"
         tail = f": {self.error}" if self.error else ""
         return f"{self.name}  {moved}  {self.seconds:.2f} s  {self.status}{tail}"
 
@@ -136,13 +139,14 @@ def migrate_tenant(tenant_set: TenantSet, tenant: TenantConfig, dry_run: bool = 
             with held(tenant_set, tenant.name):
                 upgrade_to_head(app)
             status = "ok"
-        after = before if status != "ok" else current_revision(app)
+        after = {"ok": current_revision(app), "would upgrade": head}.get(status, before)
         for engine in app_engines(app):
             engine.dispose()
         return Result(tenant.name, before, after, time.perf_counter() - started, status)
     except Exception as e:
         elapsed = time.perf_counter() - started
-        return Result(tenant.name, before, None, elapsed, "failed", f"{type(e).__name__}: {e}")
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return Result(tenant.name, before, None, elapsed, "failed", reason)
     finally:
         current_tenant.reset(token)
 
