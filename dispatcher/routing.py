@@ -13,6 +13,7 @@ every host::
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
 
 from .build import BuildError, TenantApp, build_app
+from .eviction import EvictableTenantApp, LiveApps
 from .logs import install_record_factory
 from .reload import Reloader, record_running
 from .rules import RESERVED_PREFIX
@@ -106,7 +108,11 @@ class Dispatcher:
     def __init__(self, tenant_set: TenantSet, *, watch: bool = True) -> None:
         install_record_factory()
         self._secret_owners: dict[str, str] = {}
+        self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
         self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
+        # The apps built at boot live as long as the process: keep them out of every garbage
+        # collection (a full collection over 1,000 apps pauses requests for ~160 ms).
+        gc.freeze()
         record_running(tenant_set)
         self.reloader = None
         if watch:
@@ -126,6 +132,7 @@ class Dispatcher:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.reloader is not None and self.reloader.due():
             self.reloader.check()
+            self.live.sweep()
         return self.routes.wsgi_app(environ, start_response)
 
     def swap(self, tenant_set: TenantSet) -> Routes:
@@ -135,6 +142,8 @@ class Dispatcher:
         (and ones whose build had failed) are built before the switch.
         """
         old = self.routes
+        self.live.idle_timeout = tenant_set.idle_timeout
+        self.live.max_live_apps = tenant_set.max_live_apps
         new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
         kept = {id(handle) for handle in new.tenants.values()}
         self.routes = new  # one attribute store: requests see the old table or the new one
@@ -143,6 +152,7 @@ class Dispatcher:
         self._secret_owners = {k: v for k, v in self._secret_owners.items() if v in owners}
         for handle in old.tenants.values():
             if id(handle) not in kept:
+                self.live.forget(handle)
                 handle.close()
         return old
 
@@ -156,11 +166,21 @@ class Dispatcher:
     def _handles(
         self, tenant_set: TenantSet, running: dict[str, TenantApp]
     ) -> dict[str, TenantApp]:
-        handles = {}
+        evicting = tenant_set.idle_timeout is not None or tenant_set.max_live_apps is not None
+        handles: dict[str, TenantApp] = {}
         for tenant in tenant_set.enabled:
+            kind = EvictableTenantApp if tenant.lazy and evicting else TenantApp
             handle = running.get(tenant.name)
-            if handle is None or handle.tenant != tenant or handle.state == "failed":
-                handle = TenantApp(tenant, self._build)
+            if (
+                handle is None
+                or handle.tenant != tenant
+                or handle.state == "failed"
+                or type(handle) is not kind
+            ):
+                if kind is EvictableTenantApp:
+                    handle = EvictableTenantApp(tenant, self._build, self.live)
+                else:
+                    handle = TenantApp(tenant, self._build)
                 if not tenant.lazy:
                     handle.build()
             handles[tenant.name] = handle

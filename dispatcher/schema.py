@@ -86,6 +86,8 @@ class TenantsFile(BaseModel):
     instance_root: str = "instance"
     proxy: Proxy | None = None
     server_names: list[str] | None = None
+    idle_timeout: int | None = Field(None, gt=0)
+    max_live_apps: int | None = Field(None, gt=0)
     defaults: Defaults | None = None
     tenants: dict[Any, Any] | None
 

@@ -38,6 +38,10 @@ class TenantSet:
     proxy: Proxy | None = None
     #: The folder holding the tenants' instance folders (absolute).
     instance_root: str = ""
+    #: Lazy tenants' apps idle this many seconds are dropped (and rebuilt when needed).
+    idle_timeout: int | None = None
+    #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
+    max_live_apps: int | None = None
     warnings: tuple[Problem, ...] = ()
     #: The file's content as loaded.
     text: str = field(default="", repr=False, compare=False)
@@ -172,6 +176,8 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         server_names=server_names,
         proxy=top.proxy,
         instance_root=os.path.abspath(instance_root),
+        idle_timeout=top.idle_timeout,
+        max_live_apps=top.max_live_apps,
         warnings=tuple(p for p in doc.problems if p.warning),
         text=doc.text,
     )

@@ -1,0 +1,122 @@
+"""Idle eviction of lazy tenants (``idle_timeout``, ``max_live_apps``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from werkzeug.test import Client
+
+from dispatcher import Dispatcher, reload
+from dispatcher.database import app_engines
+from dispatcher.eviction import EvictableTenantApp
+
+HOST = {"Host": "localhost"}  # requests below are buffered: the client closes them at once
+
+
+def tenants(settings: str) -> str:
+    return f"""
+        version: 1
+        server_names: [localhost]
+        {settings}
+        defaults: {{app: tests.apps.echo, mount: path, lazy: true}}
+        tenants:
+          a:
+          b:
+          c:
+          eager: {{lazy: false}}
+    """
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(reload.time, "monotonic", clock)  # the time module, for every user
+    return clock
+
+
+def handle(dispatcher: Dispatcher, name: str) -> EvictableTenantApp:
+    found = dispatcher.tenants[name]
+    assert isinstance(found, EvictableTenantApp)
+    return found
+
+
+def test_idle_app_is_evicted_and_rebuilt(
+    make_dispatcher: Callable[[str], Dispatcher], clock: Clock
+) -> None:
+    dispatcher = make_dispatcher(tenants("idle_timeout: 60"))
+    client = Client(dispatcher)
+    assert (
+        client.post("/a/items", data={"text": "kept"}, headers=HOST, buffered=True).status_code
+        == 201
+    )
+    first = handle(dispatcher, "a").app
+    assert first is not None
+    (engine,) = app_engines(first)
+    assert engine.pool.checkedin() == 1
+    clock.now += 30
+    assert client.get("/b/", headers=HOST, buffered=True).status_code == 200  # a: idle 30 s, kept
+    assert handle(dispatcher, "a").app is first
+    clock.now += 45
+    assert (
+        client.get("/b/", headers=HOST, buffered=True).status_code == 200
+    )  # a: idle 75 s, evicted
+    assert handle(dispatcher, "a").app is None
+    assert engine.pool.checkedin() == 0  # its connections were closed
+    assert handle(dispatcher, "b").app is not None  # b was just used
+    assert dispatcher.tenants["eager"].app is not None  # only lazy tenants are evicted
+    health = client.get("/_dispatcher/health", headers=HOST, buffered=True).json
+    assert health["tenants"] == {"ready": 2, "failed": 0, "lazy": 2, "maintenance": 0}
+    assert client.get("/a/items", headers=HOST, buffered=True).json == {
+        "items": ["kept"]
+    }  # rebuilt
+    assert handle(dispatcher, "a").app not in (None, first)
+
+
+def test_least_recently_used_app_goes_past_the_cap(
+    make_dispatcher: Callable[[str], Dispatcher], clock: Clock
+) -> None:
+    dispatcher = make_dispatcher(tenants("max_live_apps: 2"))
+    client = Client(dispatcher)
+    for name in ("a", "b", "a", "c"):  # b is now the least recently used
+        clock.now += 1
+        assert client.get(f"/{name}/", headers=HOST, buffered=True).status_code == 200
+    assert {n for n in "abc" if handle(dispatcher, n).app is not None} == {"a", "c"}
+
+
+def test_app_with_a_request_in_flight_is_never_evicted(
+    make_dispatcher: Callable[[str], Dispatcher], clock: Clock
+) -> None:
+    dispatcher = make_dispatcher(tenants("idle_timeout: 60"))
+    client = Client(dispatcher)
+    streaming = client.get("/a/", headers=HOST, buffered=False)  # body not read, not closed
+    a = handle(dispatcher, "a")
+    assert a.in_flight == 1
+    clock.now += 600
+    client.get("/b/", headers=HOST, buffered=True)  # the tick that would evict an idle app
+    assert a.app is not None
+    streaming.close()
+    assert a.in_flight == 0
+    clock.now += 600
+    client.get("/b/", headers=HOST, buffered=True)
+    assert a.app is None
+
+
+def test_without_eviction_settings_lazy_apps_stay(
+    make_dispatcher: Callable[[str], Dispatcher], clock: Clock
+) -> None:
+    dispatcher = make_dispatcher(tenants(""))
+    client = Client(dispatcher)
+    client.get("/a/", headers=HOST, buffered=True)
+    clock.now += 10_000
+    client.get("/b/", headers=HOST, buffered=True)
+    assert dispatcher.tenants["a"].app is not None
+    assert not isinstance(dispatcher.tenants["a"], EvictableTenantApp)
