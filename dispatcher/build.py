@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from werkzeug.exceptions import ServiceUnavailable
 
+from .database import answer_503_when_database_fails, create_new_schema, ensure_database
 from .database import app_engines as app_engines  # re-exported: tests and plugins use it
-from .database import create_new_schema
 from .isolation import (
     IsolationError,
     check_instance_path,
@@ -49,9 +49,16 @@ class BuildError(IsolationError):
     """A factory that gave no usable app; the tenant answers 503 and the reason is logged."""
 
 
-def build_app(tenant: TenantConfig, *, create_schema: bool = True) -> Flask:
-    """Import and call the tenant's factory, isolate the app, create a new database's schema."""
+def build_app(
+    tenant: TenantConfig, *, create_schema: bool = True, create_database: bool = False
+) -> Flask:
+    """Import and call the tenant's factory, isolate the app, create a new database's schema.
+
+    With ``create_database``, a missing PostgreSQL database is created first.
+    """
     make_instance_folder(tenant.instance_path)
+    if create_database:
+        ensure_database(tenant.database_uri)
     module = importlib.import_module(tenant.module)
     factory = getattr(module, tenant.factory, None)
     if not callable(factory):
@@ -63,6 +70,7 @@ def build_app(tenant: TenantConfig, *, create_schema: bool = True) -> Flask:
     ensure_secret_key(app, tenant)
     isolate_session_cookie(app, tenant)
     use_dispatcher_logging(app.logger)
+    answer_503_when_database_fails(app)
     engines = app_engines(app)
     for engine in engines:
         harden_sqlite(engine)

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import rules
 from .problems import Path
-from .schema import Defaults, Tenant, salvage, validate
+from .schema import Defaults, Pool, Tenant, salvage, validate
 from .tenant import TenantConfig
 from .yamlfile import YamlDocument
 
@@ -122,6 +122,10 @@ class Checker:
         )
         if len(self.doc.problems) > before or mount is None or app is None or database is None:
             return None
+        if not database.startswith("sqlite"):
+            # Flask-SQLAlchemy reads the pool settings from here; the tenant's own win.
+            pool = _merged_pool(defaults.pool, spec.pool)
+            config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", pool.engine_options())
         maintenance = merged.get("maintenance")
         return TenantConfig(
             name=name,
@@ -296,6 +300,8 @@ class Checker:
             )
             return None
         absolute = rules.absolute_sqlite(parsed, instance_path)
+        if absolute.drivername == "postgresql":  # no driver named: the one this project ships
+            absolute = absolute.set(drivername="postgresql+psycopg")
         if absolute is not parsed:
             url = absolute.render_as_string(hide_password=False)
         claim.database = (rules.database_key(absolute), url, where, line)
@@ -354,3 +360,12 @@ class Checker:
                 f"Give each tenant its own {what.split(' ')[0]}",
                 line=line,
             )
+
+
+def _merged_pool(*pools: Pool | None) -> Pool:
+    """Pool settings merged key by key, later ones winning (tenant over defaults)."""
+    fields: dict[str, Any] = {}
+    for pool in pools:
+        if pool is not None:
+            fields.update(pool.model_dump(exclude_unset=True))
+    return Pool(**fields)

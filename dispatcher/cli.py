@@ -168,7 +168,7 @@ def init_db(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
     failed = []
     for tenant in tenants:
         try:
-            _build(tenant)
+            _build(tenant, create_database=True)
         except click.ClickException as e:
             failed.append(tenant.name)
             click.echo(e.format_message(), err=True)
@@ -283,11 +283,11 @@ def _run_flask_command(ctx: click.Context, name: str, args: list[str]) -> None:
     group.main(args=args, prog_name=f"python -m dispatcher exec {name} --")
 
 
-def _build(tenant: TenantConfig) -> Flask:
+def _build(tenant: TenantConfig, create_database: bool = False) -> Flask:
     """Build a tenant's app in its logging context; a failure is logged and reported."""
     token = current_tenant.set(tenant.name)
     try:
-        return build_app(tenant)
+        return build_app(tenant, create_database=create_database)
     except Exception as e:
         log.exception("tenant '%s' failed to build", tenant.name)
         raise click.ClickException(f"{tenant.name}: failed: {type(e).__name__}: {e}") from None

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
+from flask import Flask, current_app
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import NullPool
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.wrappers import Response
 
 
 def app_engines(app: Flask) -> list[Engine]:
@@ -61,3 +66,45 @@ def create_new_schema(app: Flask, module: Any) -> None:
                 init_db(app)
         elif db is not None:
             db.create_all()
+
+
+def ensure_database(url: str) -> bool:
+    """Create a PostgreSQL tenant's database if it does not exist; ``True`` if created.
+
+    Connects to the server's ``postgres`` database with the tenant's own credentials, so the
+    role needs ``CREATEDB``. Other backends create their database themselves (SQLite) or are
+    left to the operator.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        return False
+    server = create_engine(
+        parsed.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with server.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
+            ).first()
+            if exists:
+                return False
+            quoted = server.dialect.identifier_preparer.quote(parsed.database)
+            connection.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            return True
+    finally:
+        server.dispose()
+
+
+def answer_503_when_database_fails(app: Flask) -> None:
+    """A tenant whose database is unreachable answers 503 (logged), not its 500 page.
+
+    Connections are checked before use (``pool_pre_ping``), so once the database is back the
+    next request reconnects: the tenant recovers without a restart.
+    """
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(PoolTimeoutError, _database_unavailable)
+
+
+def _database_unavailable(error: Exception) -> Response:
+    current_app.logger.error("database unavailable, answering 503: %s", error, exc_info=error)
+    return ServiceUnavailable(retry_after=30).get_response()

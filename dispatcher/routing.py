@@ -109,6 +109,7 @@ class Dispatcher:
         install_record_factory()
         self._secret_owners: dict[str, str] = {}
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
+        self.create_databases = tenant_set.create_databases
         self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
         # The apps built at boot live as long as the process: keep them out of every garbage
         # collection (a full collection over 1,000 apps pauses requests for ~160 ms).
@@ -144,6 +145,7 @@ class Dispatcher:
         old = self.routes
         self.live.idle_timeout = tenant_set.idle_timeout
         self.live.max_live_apps = tenant_set.max_live_apps
+        self.create_databases = tenant_set.create_databases
         new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
         kept = {id(handle) for handle in new.tenants.values()}
         self.routes = new  # one attribute store: requests see the old table or the new one
@@ -188,7 +190,7 @@ class Dispatcher:
 
     def _build(self, tenant: TenantConfig) -> Flask:
         """Build a tenant's app, refusing one whose ``SECRET_KEY`` another tenant already has."""
-        app = build_app(tenant)
+        app = build_app(tenant, create_database=self.create_databases)
         fingerprint = hashlib.sha256(str(app.config["SECRET_KEY"]).encode()).hexdigest()
         owner = self._secret_owners.setdefault(fingerprint, tenant.name)
         if owner != tenant.name:

@@ -44,6 +44,31 @@ class Maintenance(BaseModel):
     retry_after: int = Field(DEFAULT_RETRY_AFTER, gt=0)
 
 
+class Pool(BaseModel):
+    """Connection pool of a tenant's (non-SQLite) database, per worker process.
+
+    Small by default: with many tenants, every worker holds a pool for each, and the sum must
+    stay under the database server's ``max_connections`` (``check`` warns when it does not).
+    """
+
+    model_config = _STRICT
+    size: int = Field(2, ge=0)
+    max_overflow: int = Field(3, ge=0)
+    pre_ping: bool = True
+    recycle: int = Field(1800, ge=-1)
+    timeout: int = Field(10, gt=0)
+
+    def engine_options(self) -> dict[str, Any]:
+        """As ``SQLALCHEMY_ENGINE_OPTIONS``."""
+        return {
+            "pool_size": self.size,
+            "max_overflow": self.max_overflow,
+            "pool_pre_ping": self.pre_ping,
+            "pool_recycle": self.recycle,
+            "pool_timeout": self.timeout,
+        }
+
+
 def _maintenance_flag(value: Any) -> Any:
     if value is True:
         return {}
@@ -62,6 +87,7 @@ class TenantFields(BaseModel):
     lazy: bool | None = None
     enabled: bool | None = None
     maintenance: Annotated[Maintenance | None, BeforeValidator(_maintenance_flag)] = None
+    pool: Pool | None = None
     config: dict[str, Any] | None = None
 
 
@@ -86,6 +112,7 @@ class TenantsFile(BaseModel):
     instance_root: str = "instance"
     proxy: Proxy | None = None
     server_names: list[str] | None = None
+    create_databases: bool = False
     idle_timeout: int | None = Field(None, gt=0)
     max_live_apps: int | None = Field(None, gt=0)
     defaults: Defaults | None = None

@@ -38,6 +38,8 @@ class TenantSet:
     proxy: Proxy | None = None
     #: The folder holding the tenants' instance folders (absolute).
     instance_root: str = ""
+    #: Create a tenant's missing (PostgreSQL) database when its app is first built.
+    create_databases: bool = False
     #: Lazy tenants' apps idle this many seconds are dropped (and rebuilt when needed).
     idle_timeout: int | None = None
     #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
@@ -176,6 +178,7 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         server_names=server_names,
         proxy=top.proxy,
         instance_root=os.path.abspath(instance_root),
+        create_databases=top.create_databases,
         idle_timeout=top.idle_timeout,
         max_live_apps=top.max_live_apps,
         warnings=tuple(p for p in doc.problems if p.warning),

@@ -204,7 +204,7 @@ def test_list_shows_table_states_and_hides_passwords(write_tenants: WriteTenants
     }
     assert table["umbrella"][1:3] == ["tests.apps.echo", "umbrella.localhost"]
     assert table["acme"][3] == f"sqlite:///{file.parent}/instance/acme/app.db"
-    assert table["lazyco"][3] == "postgresql://u:***@h/db"
+    assert table["lazyco"][3] == "postgresql+psycopg://u:***@h/db"
     assert "secret" not in result.output
 
 

@@ -114,9 +114,21 @@ def test_design_example_loads(files: Files) -> None:
     assert acme.app == initech.app == f"{files.pkg}.notes"
     assert globex.app == f"{files.pkg}.tasks"
     assert acme.database_uri == f"sqlite:///{files.dir}/instance/acme/app.db"
-    assert globex.database_uri == GLOBEX_DB
+    # A URL that names no PostgreSQL driver gets psycopg (3), the one this project installs.
+    assert globex.database_uri == GLOBEX_DB.replace("postgresql:", "postgresql+psycopg:")
     assert dict(acme.config) == {"NOTES_PER_PAGE": 20, "SITE_NAME": "Acme"}
-    assert dict(globex.config) == {"NOTES_PER_PAGE": 20, "SITE_NAME": "Default"}
+    # A PostgreSQL tenant's pool settings (small defaults) reach Flask-SQLAlchemy via config.
+    assert dict(globex.config) == {
+        "NOTES_PER_PAGE": 20,
+        "SITE_NAME": "Default",
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_size": 2,
+            "max_overflow": 3,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "pool_timeout": 10,
+        },
+    }
     assert (acme.mount, acme.path, acme.hosts) == ("/acme", "/acme", ())
     assert (globex.mount, globex.path) == (("globex.localhost", "globex.com"), None)
     assert (initech.mount, hooli.mount) == ("/initech", "/hooli")
@@ -155,10 +167,11 @@ def test_mount_defaults_maintenance_and_lazy(files: Files) -> None:
         ("sqlite:///{instance_path}/app.db", "sqlite:///@DIR@/instance/acme/app.db"),
         ("sqlite:///app.db", "sqlite:///@DIR@/instance/acme/app.db"),
         ("sqlite:///data/{name}.db", "sqlite:///@DIR@/instance/acme/data/acme.db"),
-        ("postgresql://u@db.example.com/{name}", "postgresql://u@db.example.com/acme"),
+        ("postgresql://u@db.example.com/{name}", "postgresql+psycopg://u@db.example.com/acme"),
+        ("postgresql+psycopg2://u@h/{name}", "postgresql+psycopg2://u@h/acme"),
         ("${DB_URL:-sqlite:///fallback.db}", "sqlite:///@DIR@/instance/acme/fallback.db"),
     ],
-    ids=["instance_path", "relative-sqlite", "name", "postgres-name", "env-default"],
+    ids=["instance_path", "relative-sqlite", "name", "postgres-name", "driver-kept", "env-default"],
 )
 def test_database_uri(files: Files, database: str, expected: str) -> None:
     tenant_set = files.load(T(f"acme: {{path: /acme, database: '{database}'}}"))

@@ -24,7 +24,7 @@ def test_env_var_with_default(files: Files, environ: dict[str, str], expected: s
 def test_env_defaults_to_os_environ(files: Files, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_DATABASE_URL", "postgresql://db.example.com/demo")
     tenant_set = load_tenants(files.write(T("a: {path: /a, database: '${DEMO_DATABASE_URL}'}")))
-    assert tenant_set["a"].database_uri == "postgresql://db.example.com/demo"
+    assert tenant_set["a"].database_uri == "postgresql+psycopg://db.example.com/demo"
 
 
 @pytest.mark.parametrize(

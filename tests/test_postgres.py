@@ -1,0 +1,124 @@
+"""Tenants on PostgreSQL, against the real server at 127.0.0.1:5432 (user postgres).
+
+Skipped with a reason when no server answers, except under CI=true, where they must run.
+Every database made here is named ``dtest_<random>_<tenant>`` and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from werkzeug.test import Client
+
+from dispatcher import Dispatcher
+from dispatcher.cli import main
+from dispatcher.database import app_engines
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+HOST = {"Host": "localhost"}
+
+
+def admin() -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A unique database-name prefix; every database with it is dropped at the end."""
+    try:
+        admin().close()
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must run under CI=true: {e}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
+    prefix = f"dtest_{uuid.uuid4().hex[:8]}_"
+    yield prefix
+    with admin() as connection:
+        names = connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
+        ).fetchall()
+        for (name,) in names:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def databases(prefix: str) -> set[str]:
+    with admin() as connection:
+        rows = connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def tenants(prefix: str, extra: str = "") -> str:
+    return f"""
+        version: 1
+        server_names: [localhost]
+        create_databases: true
+        {extra}
+        defaults:
+          app: tests.apps.echo
+          mount: path
+          database: {SERVER}/{prefix}{{name}}
+          pool: {{size: 1, max_overflow: 1}}
+        tenants:
+          acme:
+          globex:
+    """
+
+
+def test_each_tenant_gets_its_own_database(
+    prefix: str, make_dispatcher: Callable[[str], Dispatcher]
+) -> None:
+    dispatcher = make_dispatcher(tenants(prefix))
+    assert databases(prefix) == {f"{prefix}acme", f"{prefix}globex"}
+    client = Client(dispatcher)
+    assert client.post("/acme/items", data={"text": "acme only"}, headers=HOST).status_code == 201
+    assert client.get("/acme/items", headers=HOST).json == {"items": ["acme only"]}
+    assert client.get("/globex/items", headers=HOST).json == {"items": []}
+    app = dispatcher.tenants["acme"].app
+    assert app is not None
+    (engine,) = app_engines(app)
+    assert engine.dialect.driver == "psycopg"
+    assert (engine.pool.size(), engine.pool._max_overflow) == (1, 1)  # type: ignore[attr-defined]
+    for handle in dispatcher.tenants.values():
+        handle.close()
+
+
+def test_init_db_creates_a_missing_database(
+    prefix: str, write_tenants: Callable[[str], object]
+) -> None:
+    file = write_tenants(tenants(prefix).replace("create_databases: true", ""))
+    result = CliRunner().invoke(main, ["-f", str(file), "init-db", "acme"])
+    assert result.exit_code == 0, result.output
+    assert "acme: schema ready" in result.output
+    assert databases(prefix) == {f"{prefix}acme"}
+
+
+def test_outage_of_one_database_is_isolated_and_recovers(
+    prefix: str, make_dispatcher: Callable[[str], Dispatcher]
+) -> None:
+    dispatcher = make_dispatcher(tenants(prefix))
+    client = Client(dispatcher)
+    assert client.get("/acme/items", headers=HOST, buffered=True).status_code == 200
+    with admin() as connection:  # take acme's database away, connections and all
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (f"{prefix}acme",),
+        )
+        connection.execute(f'ALTER DATABASE "{prefix}acme" RENAME TO "{prefix}acme_away"')
+    try:
+        response = client.get("/acme/items", headers=HOST, buffered=True)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "30"
+        assert client.get("/globex/items", headers=HOST, buffered=True).status_code == 200
+    finally:
+        with admin() as connection:
+            connection.execute(f'ALTER DATABASE "{prefix}acme_away" RENAME TO "{prefix}acme"')
+    assert client.get("/acme/items", headers=HOST, buffered=True).status_code == 200  # recovered
+    for handle in dispatcher.tenants.values():
+        handle.close()
