@@ -9,6 +9,7 @@ for ``flask --app wsgi run``; ``python -m dispatcher serve`` uses :func:`run_dev
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -17,21 +18,38 @@ from werkzeug.exceptions import NotFound
 from werkzeug.serving import is_running_from_reloader, run_simple
 
 from .logs import configure_logging
+from .problems import ConfigError
+from .reload import served_before
 from .routing import Dispatcher
 from .spec import load_tenants
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+log = logging.getLogger("dispatcher")
+
 
 def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
     """Configure logging, load and validate the file, build the eager tenants.
 
     Raises :class:`dispatcher.ConfigError` listing every problem; nothing is built or created
-    on disk for a bad file.
+    on disk for a bad file. The one exception: a uWSGI worker respawned by a master whose
+    workers already serve an earlier, valid version of the file serves that version.
     """
     configure_logging()
-    return Dispatcher(load_tenants(tenants_file))
+    try:
+        tenant_set = load_tenants(tenants_file)
+    except ConfigError as error:
+        tenant_set = served_before(os.fspath(tenants_file))
+        if tenant_set is None:
+            raise
+        log.error(
+            "%s is not valid; this worker serves the tenants its server served before. "
+            "Problems:\n%s",
+            os.fspath(tenants_file),
+            error,
+        )
+    return Dispatcher(tenant_set)
 
 
 def flask_app(dispatcher: Dispatcher) -> Flask:

@@ -156,12 +156,6 @@ def test_graceful_reload_drops_no_request(
     assert writers.created() <= stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs dispatcher change: a worker (re)spawned under uWSGI imports wsgi.py, which "
-    "raises ConfigError for a tenants file the live reload refused; need-app then ends the "
-    "whole instance. The worker should build the last valid tenant set (see the report).",
-)
 def test_invalid_edit_then_worker_respawn_keeps_serving(make_stack: Callable[[], Stack]) -> None:
     stack = make_stack()
     tenants_file = stack.folder / "tenants.yaml"
