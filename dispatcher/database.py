@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app
+from flask.typing import ResponseReturnValue
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import ServiceUnavailable
-from werkzeug.wrappers import Response
 
 
 def app_engines(app: Flask) -> list[Engine]:
@@ -105,6 +105,7 @@ def answer_503_when_database_fails(app: Flask) -> None:
     app.register_error_handler(PoolTimeoutError, _database_unavailable)
 
 
-def _database_unavailable(error: Exception) -> Response:
+def _database_unavailable(error: Exception) -> ResponseReturnValue:
     current_app.logger.error("database unavailable, answering 503: %s", error, exc_info=error)
-    return ServiceUnavailable(retry_after=30).get_response()
+    # Through the app's own handlers, so a JSON API answers its 503 in JSON.
+    return current_app.handle_http_exception(ServiceUnavailable(retry_after=30))
