@@ -40,9 +40,10 @@ def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
     try:
         tenant_set = load_tenants(tenants_file)
     except ConfigError as error:
-        tenant_set = served_before(os.fspath(tenants_file))
-        if tenant_set is None:
+        fallback = served_before(os.fspath(tenants_file))
+        if fallback is None:
             raise
+        tenant_set = fallback
         log.error(
             "%s is not valid; this worker serves the tenants its server served before. "
             "Problems:\n%s",
