@@ -65,7 +65,13 @@ def test_demo_file_checks_clean() -> None:
     tenant_set, problems = check_tenants(ROOT / "tenants.yaml")
     assert problems == []
     assert tenant_set is not None
-    assert [t.mount for t in tenant_set] == ["/acme", "/globex", ("umbrella.localhost",)]
+    assert [t.mount for t in tenant_set] == [
+        "/acme",
+        "/globex",
+        ("umbrella.localhost",),
+        "/initech",
+    ]
+    assert {t.app for t in tenant_set} == {"tenants.notes", "tenants.tasks"}
 
 
 def test_each_tenant_shows_its_own_site(browser: Client) -> None:
@@ -136,3 +142,11 @@ def test_redirects_and_assets_stay_under_the_prefix(browser: Client) -> None:
     assert 'href="/static/style.css"' in visit(browser, "umbrella", "/auth/login").get_data(
         as_text=True
     )
+
+
+def test_tasks_api_is_served_beside_the_notes_app(browser: Client) -> None:
+    response = browser.get("/initech/api/v1/", headers={"Host": "localhost"})
+    assert response.json == {"tenant": "Initech Tasks", "version": 1}
+    response = browser.get("/initech/api/v1/tasks", headers={"Host": "localhost"})
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/problem+json"
