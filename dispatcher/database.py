@@ -15,7 +15,7 @@ from flask import Flask, current_app
 from flask.typing import ResponseReturnValue
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import ServiceUnavailable
@@ -68,6 +68,9 @@ def create_new_schema(app: Flask, module: Any) -> None:
             db.create_all()
 
 
+_EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")
+
+
 def ensure_database(url: str) -> bool:
     """Create a PostgreSQL tenant's database if it does not exist; ``True`` if created.
 
@@ -83,13 +86,16 @@ def ensure_database(url: str) -> bool:
     )
     try:
         with server.connect() as connection:
-            exists = connection.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
-            ).first()
+            exists = connection.execute(_EXISTS, {"name": parsed.database}).first()
             if exists:
                 return False
             quoted = server.dialect.identifier_preparer.quote(parsed.database)
-            connection.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            try:
+                connection.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            except DBAPIError:  # another node or worker created it a moment ago: fine
+                if not connection.execute(_EXISTS, {"name": parsed.database}).first():
+                    raise
+                return False
             return True
     finally:
         server.dispose()
