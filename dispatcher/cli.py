@@ -23,6 +23,7 @@ from flask import Flask
 from flask.cli import FlaskGroup
 from sqlalchemy.engine import make_url
 
+from .budget import budget_warnings, uwsgi_workers
 from .build import build_app
 from .database import app_engines
 from .logs import configure_logging, current_tenant
@@ -60,12 +61,17 @@ def _load(ctx: click.Context) -> TenantSet:
 
 
 @main.command()
+@click.option("--processes", type=click.IntRange(1), help="uWSGI processes per node [uwsgi.ini]")
+@click.option("--threads", type=click.IntRange(1), help="Threads per process [uwsgi.ini]")
+@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1), help="Nodes.")
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, processes: int | None, threads: int | None, nodes: int) -> None:
     """Validate the tenants file and print every problem in it.
 
     Exits 1 if there is any error. Warnings are printed but do not fail the check. App modules
-    are looked up without being imported.
+    are looked up without being imported. For tenants on PostgreSQL, the connections the
+    deployment may open (nodes x processes x each tenant's pool) are compared with each
+    server's max_connections; processes and threads default to uwsgi.ini's.
     """
     tenant_set, problems = check_tenants(ctx.obj)
     for problem in problems:
@@ -74,6 +80,11 @@ def check(ctx: click.Context) -> None:
     if tenant_set is None:
         click.echo(f"{ctx.obj}: {errors} error(s)", err=True)
         ctx.exit(1)
+    ini_processes, ini_threads = uwsgi_workers(os.path.dirname(os.path.abspath(ctx.obj)))
+    for warning in budget_warnings(
+        tenant_set, processes or ini_processes, threads or ini_threads, nodes
+    ):
+        click.echo(f"warning: {warning}", err=True)
     enabled = tenant_set.enabled
     paths = sum(t.path is not None for t in enabled)
     click.echo(

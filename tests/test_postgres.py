@@ -122,3 +122,24 @@ def test_outage_of_one_database_is_isolated_and_recovers(
     assert client.get("/acme/items", headers=HOST, buffered=True).status_code == 200  # recovered
     for handle in dispatcher.tenants.values():
         handle.close()
+
+
+def test_check_warns_when_the_connection_budget_exceeds_max_connections(
+    prefix: str, write_tenants: Callable[[str], object]
+) -> None:
+    many = "\n".join(f"          t{i}:" for i in range(30))
+    text = tenants(prefix).replace("          acme:\n          globex:", many)
+    file = write_tenants(text.replace("{size: 1, max_overflow: 1}", "{size: 5, max_overflow: 10}"))
+    with admin() as connection:
+        row = connection.execute("SHOW max_connections").fetchone()
+    limit = int(row[0]) if row else 0
+    check = ["-f", str(file), "check"]
+    # 30 tenants x min(threads, 15): 30 x 1 per worker fits any server; 2 x 30 x 4 = 240 does
+    # not fit PostgreSQL's default of 100.
+    quiet = CliRunner().invoke(main, [*check, "--processes", "1", "--threads", "1"])
+    assert quiet.exit_code == 0 and "warning" not in quiet.output
+    loud = CliRunner().invoke(main, [*check, "--processes", "2", "--threads", "4"])
+    assert loud.exit_code == 0
+    if limit - 3 < 240:
+        assert "may open 240 connections (1 node(s) x 2 process(es) x 120 per worker" in loud.output
+        assert f"max_connections {limit}" in loud.output
