@@ -299,9 +299,7 @@ class Checker:
                 line=line,
             )
             return None
-        absolute = rules.absolute_sqlite(parsed, instance_path)
-        if absolute.drivername == "postgresql":  # no driver named: the one this project ships
-            absolute = absolute.set(drivername="postgresql+psycopg")
+        absolute = rules.with_default_driver(rules.absolute_sqlite(parsed, instance_path))
         if absolute is not parsed:
             url = absolute.render_as_string(hide_password=False)
         claim.database = (rules.database_key(absolute), url, where, line)

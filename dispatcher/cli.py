@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from .budget import budget_warnings, uwsgi_workers
 from .build import build_app
+from .copydb import copy_database
 from .database import app_engines
 from .logs import configure_logging, current_tenant
 from .migrate import database_revision, migrate_tenants
@@ -249,6 +250,35 @@ def diff(ctx: click.Context, against: str | None) -> None:
         for name in names:
             click.echo(f"{sign} {name}")
     click.echo(str(changes))
+
+
+@main.command("copy-db")
+@click.argument("name")
+@click.option("--to", "target", required=True, help="The SQLAlchemy URL of the new database.")
+@click.pass_context
+def copy_db(ctx: click.Context, name: str, target: str) -> None:
+    """Copy tenant NAME's database (schema and rows) to a new one, e.g. SQLite to PostgreSQL.
+
+    The tenant answers 503 on every worker while its rows are copied; the counts of every
+    table are compared afterwards. The target database is created if missing and must be
+    empty. tenants.yaml is not changed: set the tenant's database to the new URL once done.
+    """
+    tenant_set = _load(ctx)
+    tenant = _select(tenant_set, [name], False)[0]
+    configure_logging(logging.WARNING)
+    token = current_tenant.set(name)
+    try:
+        copied = copy_database(tenant_set, tenant, target)
+    except Exception as e:
+        raise click.ClickException(f"{name}: copy failed, nothing changed: {e}") from None
+    finally:
+        current_tenant.reset(token)
+    for table, rows in copied:
+        click.echo(f"{table}: {rows} row(s) copied and verified")
+    click.echo(
+        f"Done. Now set 'database: {_without_secrets(target)}' on tenant '{name}' in "
+        f"{ctx.obj} (a password belongs in ${{VAR}} or instance/{name}/config.py)."
+    )
 
 
 @main.command()

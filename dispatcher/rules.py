@@ -111,6 +111,11 @@ def absolute_sqlite(url: URL, instance_path: str) -> URL:
     return url
 
 
+def with_default_driver(url: URL) -> URL:
+    """``postgresql://`` names no driver: use psycopg (3), the one this project installs."""
+    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+
+
 def parse_database_url(url: str) -> URL | None:
     """The parsed SQLAlchemy URL, or ``None`` if ``url`` is not one."""
     try:

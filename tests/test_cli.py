@@ -362,4 +362,14 @@ def test_module_help_lists_commands() -> None:
         for line in proc.stdout.partition("Commands:")[2].splitlines()
         if line.strip()
     }
-    assert listed == {"check", "list", "init-db", "migrate", "diff", "serve", "shell", "exec"}
+    assert listed == {
+        "check",
+        "list",
+        "init-db",
+        "migrate",
+        "diff",
+        "copy-db",
+        "serve",
+        "shell",
+        "exec",
+    }

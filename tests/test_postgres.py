@@ -7,8 +7,10 @@ Every database made here is named ``dtest_<random>_<tenant>`` and dropped afterw
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -143,3 +145,42 @@ def test_check_warns_when_the_connection_budget_exceeds_max_connections(
     if limit - 3 < 240:
         assert "may open 240 connections (1 node(s) x 2 process(es) x 120 per worker" in loud.output
         assert f"max_connections {limit}" in loud.output
+
+
+def test_copy_db_moves_a_tenant_from_sqlite_to_postgresql(
+    prefix: str, make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
+) -> None:
+    text = """
+        version: 1
+        server_names: [localhost]
+        tenants:
+          acme: {app: tenants.notes, path: /acme}
+          echo: {app: tests.apps.echo, path: /echo}
+    """
+    dispatcher = make_dispatcher(text)
+    client = Client(dispatcher)
+    for i in range(3):
+        client.post("/echo/items", data={"text": f"item {i}"}, headers=HOST, buffered=True)
+    with sqlite3.connect(tmp_path / "instance" / "acme" / "app.db") as db:
+        db.execute("INSERT INTO users (id, username, password_hash) VALUES (7, 'ann', 'x')")
+        db.execute(
+            "INSERT INTO notes (user_id, title, body, created) "
+            "VALUES (7, 'hello', 'world', '2026-01-01 00:00:00')"
+        )
+    for handle in dispatcher.tenants.values():
+        handle.close()
+    file = tmp_path / "tenants.yaml"
+    for name, tables in (("acme", ["users: 1", "notes: 1"]), ("echo", ["item: 3"])):
+        target = f"{SERVER}/{prefix}{name}"
+        result = CliRunner().invoke(main, ["-f", str(file), "copy-db", name, "--to", target])
+        assert result.exit_code == 0, result.output
+        for line in tables:
+            assert f"{line} row(s) copied and verified" in result.output
+        again = CliRunner().invoke(main, ["-f", str(file), "copy-db", name, "--to", target])
+        assert again.exit_code == 1 and "already has rows" in again.output
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=f"{prefix}acme") as db:
+        assert db.execute("SELECT username FROM users").fetchall() == [("ann",)]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+        # The id sequence moved past the copied rows: a new user gets a fresh id.
+        db.execute("INSERT INTO users (username, password_hash) VALUES ('bob', 'y')")
+        assert db.execute("SELECT max(id) FROM users").fetchone() == (8,)
