@@ -170,7 +170,10 @@ def _select(tenant_set: TenantSet, names: Sequence[str], all_: bool) -> list[Ten
 @click.option("--all", "all_", is_flag=True, help="Every enabled tenant.")
 @click.pass_context
 def init_db(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
-    """Create each tenant's database schema (tables that already exist are kept).
+    """Create each tenant's database (PostgreSQL: CREATE DATABASE if missing) and its schema.
+
+    A new database gets the app's migrations up to head (or create_all() for an app without
+    migrations); an existing one is left as it is (python -m dispatcher migrate upgrades it).
 
     Tenants in maintenance are included: this is how an operator prepares one. Exits 1 if
     any tenant failed; the others are still done.
