@@ -7,10 +7,14 @@ real ``instance/`` folder changed, and a leaked Flask app or request context fai
 from __future__ import annotations
 
 import hashlib
+import os
 import textwrap
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from flask.globals import _cv_app, _cv_request
 from werkzeug.test import Client
@@ -83,3 +87,47 @@ def make_dispatcher(write_tenants: Callable[[str], Path]) -> Callable[[str], Dis
 def echo_client(make_dispatcher: Callable[[str], Dispatcher]) -> Client:
     """A test client (with a cookie jar) for the dispatcher of the echo tenants."""
     return Client(make_dispatcher(ECHO_TENANTS))
+
+
+class Clock:
+    """Stands in for ``time.monotonic``, so "a second later" (a reload check, an idle
+    timeout, a build retry) takes no time in a test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A clock the test moves by hand (``clock.now += 61``)."""
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    return clock
+
+
+def postgres() -> psycopg.Connection:
+    """An autocommit connection to the machine's PostgreSQL server, as its superuser."""
+    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
+
+
+@pytest.fixture
+def pg_prefix() -> Iterator[str]:
+    """A unique database-name prefix on the real PostgreSQL server; every database with it is
+    dropped afterwards. Skips without a server, except under CI=true, where it fails."""
+    try:
+        postgres().close()
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must run under CI=true: {e}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
+    prefix = f"dtest_{uuid.uuid4().hex[:8]}_"
+    yield prefix
+    with postgres() as connection:
+        names = connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
+        ).fetchall()
+        for (name,) in names:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from werkzeug.test import Client
 
-from dispatcher import Dispatcher, reload
+from dispatcher import Dispatcher
 from dispatcher.database import app_engines
 from dispatcher.eviction import EvictableTenantApp
+from tests.conftest import Clock
 
 HOST = {"Host": "localhost"}  # requests below are buffered: the client closes them at once
 
@@ -26,21 +26,6 @@ def tenants(settings: str) -> str:
           c:
           eager: {{lazy: false}}
     """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(reload.time, "monotonic", clock)  # the time module, for every user
-    return clock
 
 
 def handle(dispatcher: Dispatcher, name: str) -> EvictableTenantApp:

@@ -6,10 +6,8 @@ Every database made here is named ``dtest_<random>_<tenant>`` and dropped afterw
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -20,36 +18,20 @@ from werkzeug.test import Client
 from dispatcher import Dispatcher
 from dispatcher.cli import main
 from dispatcher.database import app_engines
+from tests.conftest import postgres
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 HOST = {"Host": "localhost"}
 
 
-def admin() -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
-
-
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    """A unique database-name prefix; every database with it is dropped at the end."""
-    try:
-        admin().close()
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must run under CI=true: {e}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
-    prefix = f"dtest_{uuid.uuid4().hex[:8]}_"
-    yield prefix
-    with admin() as connection:
-        names = connection.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
-        ).fetchall()
-        for (name,) in names:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def prefix(pg_prefix: str) -> str:
+    """This module's databases are named after it (dropped afterwards)."""
+    return pg_prefix
 
 
 def databases(prefix: str) -> set[str]:
-    with admin() as connection:
+    with postgres() as connection:
         rows = connection.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
         ).fetchall()
@@ -107,7 +89,7 @@ def test_outage_of_one_database_is_isolated_and_recovers(
     dispatcher = make_dispatcher(tenants(prefix))
     client = Client(dispatcher)
     assert client.get("/acme/items", headers=HOST, buffered=True).status_code == 200
-    with admin() as connection:  # take acme's database away, connections and all
+    with postgres() as connection:  # take acme's database away, connections and all
         connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
             (f"{prefix}acme",),
@@ -119,7 +101,7 @@ def test_outage_of_one_database_is_isolated_and_recovers(
         assert response.headers["Retry-After"] == "30"
         assert client.get("/globex/items", headers=HOST, buffered=True).status_code == 200
     finally:
-        with admin() as connection:
+        with postgres() as connection:
             connection.execute(f'ALTER DATABASE "{prefix}acme_away" RENAME TO "{prefix}acme"')
     assert client.get("/acme/items", headers=HOST, buffered=True).status_code == 200  # recovered
     for handle in dispatcher.tenants.values():
@@ -132,7 +114,7 @@ def test_check_warns_when_the_connection_budget_exceeds_max_connections(
     many = "\n".join(f"          t{i}:" for i in range(30))
     text = tenants(prefix).replace("          acme:\n          globex:", many)
     file = write_tenants(text.replace("{size: 1, max_overflow: 1}", "{size: 5, max_overflow: 10}"))
-    with admin() as connection:
+    with postgres() as connection:
         row = connection.execute("SHOW max_connections").fetchone()
     limit = int(row[0]) if row else 0
     check = ["-f", str(file), "check"]

@@ -14,6 +14,7 @@ from werkzeug.test import Client
 
 from dispatcher import Dispatcher, load_tenants, reload
 from dispatcher.build import app_engines
+from tests.conftest import Clock
 
 BASE = """
     version: 1
@@ -21,23 +22,6 @@ BASE = """
     defaults: {app: tests.apps.echo}
     tenants:
 """
-
-
-class Clock:
-    """Stands in for time.monotonic in the reload module, so 'a second later' is instant."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(reload.time, "monotonic", clock)
-    return clock
 
 
 @pytest.fixture

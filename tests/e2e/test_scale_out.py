@@ -11,11 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from .client import fetch
@@ -71,20 +68,9 @@ http {{
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    try:
-        psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres").close()
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must run under CI=true: {e}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
-    prefix = f"dtest_{uuid.uuid4().hex[:8]}_"
-    yield prefix
-    with psycopg.connect(
-        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
-    ) as connection:
-        for name in ("acme", "globex", "initech"):
-            connection.execute(f'DROP DATABASE IF EXISTS "{prefix}{name}" WITH (FORCE)')
+def prefix(pg_prefix: str) -> str:
+    """The tenants' databases are named after it (dropped afterwards)."""
+    return pg_prefix
 
 
 def start_nginx(binary: str, folder: Path, sockets: tuple[Path, Path]) -> Nginx:
