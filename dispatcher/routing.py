@@ -13,7 +13,6 @@ every host::
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -111,9 +110,6 @@ class Dispatcher:
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
         self.create_databases = tenant_set.create_databases
         self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
-        # The apps built at boot live as long as the process: keep them out of every garbage
-        # collection (a full collection over 1,000 apps pauses requests for ~160 ms).
-        gc.freeze()
         record_running(tenant_set)
         self.reloader = None
         if watch:

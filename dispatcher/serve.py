@@ -9,6 +9,7 @@ for ``flask --app wsgi run``; ``python -m dispatcher serve`` uses :func:`run_dev
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -50,7 +51,12 @@ def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
             os.fspath(tenants_file),
             error,
         )
-    return Dispatcher(tenant_set)
+    dispatcher = Dispatcher(tenant_set)
+    # A server process keeps the apps built at boot for its whole life: move them out of the
+    # garbage collector's way (a full collection over 1,000 apps pauses requests ~160 ms), and
+    # before uWSGI forks, out of the pages a collection would write to.
+    gc.freeze()
+    return dispatcher
 
 
 def flask_app(dispatcher: Dispatcher) -> Flask:

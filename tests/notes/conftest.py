@@ -1,69 +1,40 @@
-"""Fixtures for the notes app's tests: one tenant's app on a temporary instance folder.
+"""Helpers for the notes app's tests, which run once per demo tenant (``dispatcher.testing``).
 
-The app is built the way the dispatcher builds it: ``create_app(TenantConfig(...))``, then
-``db.create_all()``. CSRF is off by default so tests can post plain forms;
-``test_notes_csrf.py`` turns it back on to prove it is enforced.
+The plugin gives each test ``tenant``, ``app`` and ``client`` on a fresh copy of that tenant's
+database, built the way the dispatcher builds it. CSRF is off here (:func:`app_config`) so tests
+can post plain forms; ``test_notes_csrf.py`` turns it back on to prove it is enforced. The app
+is served under its tenant's mount, so links and redirects carry :func:`prefix`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
-from dispatcher.tenant import TenantConfig
-from tenants.notes import create_app
-from tenants.notes.extensions import db
+if TYPE_CHECKING:
+    from flask.testing import FlaskClient
+    from werkzeug.test import TestResponse
 
-MakeApp = Callable[..., Flask]
+    from dispatcher import TenantConfig
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[MakeApp]:
-    """A factory: ``make_app(name="acme", **config)`` builds that tenant's app with its schema."""
-    apps: list[Flask] = []
-
-    def make(name: str = "acme", *, create_schema: bool = True, **config: Any) -> Flask:
-        instance = tmp_path / name
-        instance.mkdir(mode=0o700, exist_ok=True)
-        tenant = TenantConfig(
-            name=name,
-            app="tenants.notes",
-            instance_path=str(instance),
-            database_uri=f"sqlite:///{instance}/app.db",
-            path=f"/{name}",
-            config={"SECRET_KEY": "test", "TESTING": True, **config},
-        )
-        app = create_app(tenant)
-        if create_schema:
-            with app.app_context():
-                db.create_all()
-        apps.append(app)
-        return app
-
-    yield make
-    # Close pooled SQLite connections now, not at some later garbage collection.
-    for app in apps:
-        with app.app_context():
-            for engine in db.engines.values():
-                engine.dispose()
+def app_config() -> dict[str, Any]:
+    """CSRF off, so tests post plain forms (test_notes_csrf.py turns it back on)."""
+    return {"WTF_CSRF_ENABLED": False}
 
 
 @pytest.fixture
-def app(make_app: MakeApp) -> Flask:
-    """Tenant ``acme``'s notes app, CSRF off."""
-    return make_app(WTF_CSRF_ENABLED=False)
+def prefix(tenant: TenantConfig) -> str:
+    """What the app's URLs start with: the tenant's path (``/acme``), or ``""`` on a host."""
+    return tenant.path or ""
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """A test client for :func:`app`."""
-    return app.test_client()
+def site_name(tenant: TenantConfig) -> str:
+    """The tenant's site name: from tenants.yaml, else the factory's default."""
+    return str(tenant.config.get("SITE_NAME", tenant.name.replace("-", " ").title()))
 
 
 class AuthActions:
@@ -94,5 +65,5 @@ class AuthActions:
 
 @pytest.fixture
 def auth(client: FlaskClient) -> AuthActions:
-    """Account actions on :func:`client`."""
+    """Account actions on the plugin's ``client``."""
     return AuthActions(client)

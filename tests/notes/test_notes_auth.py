@@ -11,6 +11,8 @@ from sqlalchemy import select
 from tenants.notes.extensions import db
 from tenants.notes.models import User
 
+pytestmark = pytest.mark.tenant_app("tenants.notes")
+
 if TYPE_CHECKING:
     from conftest import AuthActions
     from flask import Flask
@@ -28,13 +30,13 @@ def field_errors(html: str, field: str) -> list[str]:
 
 
 def test_register_logs_in_and_goes_to_notes(
-    app: Flask, client: FlaskClient, auth: AuthActions
+    app: Flask, client: FlaskClient, auth: AuthActions, prefix: str
 ) -> None:
     assert client.get("/auth/register").status_code == 200
 
     response = auth.register("alice", "correct horse")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == f"{prefix}/"
 
     page = client.get("/").get_data(as_text=True)
     assert "Your notes" in page
@@ -86,14 +88,14 @@ def test_register_validation_errors_next_to_their_field(
         assert db.session.scalars(select(User)).all() == []
 
 
-def test_login(client: FlaskClient, auth: AuthActions) -> None:
+def test_login(client: FlaskClient, auth: AuthActions, prefix: str) -> None:
     auth.register()
     auth.logout()
     assert client.get("/auth/login").status_code == 200
 
     response = auth.login()
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == f"{prefix}/"
     assert client.get("/").status_code == 200
 
 
@@ -112,19 +114,19 @@ def test_login_refused(
     assert client.get("/").status_code == 302
 
 
-def test_logout_is_a_post(client: FlaskClient, auth: AuthActions) -> None:
+def test_logout_is_a_post(client: FlaskClient, auth: AuthActions, prefix: str) -> None:
     auth.register()
     page = client.get("/").get_data(as_text=True)
-    assert '<form class="inline" method="post" action="/auth/logout">' in page
+    assert f'<form class="inline" method="post" action="{prefix}/auth/logout">' in page
 
     assert client.get("/auth/logout").status_code == 405
     assert client.get("/").status_code == 200  # a GET did not log us out
 
     response = auth.logout()
     assert response.status_code == 302
-    assert response.headers["Location"] == "/auth/login"
+    assert response.headers["Location"] == f"{prefix}/auth/login"
     assert "You have been logged out." in client.get("/auth/login").get_data(as_text=True)
-    assert client.get("/").headers["Location"] == "/auth/login"
+    assert client.get("/").headers["Location"] == f"{prefix}/auth/login"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +139,7 @@ def test_logout_is_a_post(client: FlaskClient, auth: AuthActions) -> None:
         ("POST", "/1/delete"),
     ],
 )
-def test_login_required(client: FlaskClient, method: str, path: str) -> None:
+def test_login_required(client: FlaskClient, prefix: str, method: str, path: str) -> None:
     response = client.open(path, method=method)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/auth/login"
+    assert response.headers["Location"] == f"{prefix}/auth/login"

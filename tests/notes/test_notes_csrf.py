@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import MakeApp
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
+
+pytestmark = pytest.mark.tenant_app("tenants.notes")
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """CSRF protection on, as in production (conftest.py turns it off for other tests)."""
+    return {}
 
 
 def token(response: TestResponse) -> str:
@@ -18,12 +25,6 @@ def token(response: TestResponse) -> str:
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', response.get_data(as_text=True))
     assert match is not None, "page has no csrf_token field"
     return match.group(1)
-
-
-@pytest.fixture
-def client(make_app: MakeApp) -> FlaskClient:
-    """A client of an app with CSRF protection on, as in production."""
-    return make_app().test_client()
 
 
 def register(client: FlaskClient) -> None:

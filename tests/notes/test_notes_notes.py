@@ -12,9 +12,11 @@ from tenants.notes.extensions import db
 from tenants.notes.models import Note
 
 if TYPE_CHECKING:
-    from conftest import AuthActions, MakeApp
+    from conftest import AuthActions
     from flask import Flask
     from flask.testing import FlaskClient
+
+pytestmark = pytest.mark.tenant_app("tenants.notes")
 
 
 def titles(html: str) -> list[str]:
@@ -35,19 +37,19 @@ def alice(auth: AuthActions) -> AuthActions:
 
 
 @pytest.mark.usefixtures("alice")
-def test_empty_list(client: FlaskClient) -> None:
+def test_empty_list(client: FlaskClient, prefix: str) -> None:
     page = client.get("/").get_data(as_text=True)
     assert "No notes yet." in page
-    assert 'href="/create"' in page
+    assert f'href="{prefix}/create"' in page
 
 
 @pytest.mark.usefixtures("alice")
-def test_create(app: Flask, client: FlaskClient) -> None:
+def test_create(app: Flask, client: FlaskClient, prefix: str) -> None:
     assert client.get("/create").status_code == 200
 
     response = client.post("/create", data={"title": "Groceries", "body": "milk\neggs"})
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == f"{prefix}/"
 
     page = client.get("/").get_data(as_text=True)
     assert titles(page) == ["Groceries"]
@@ -76,7 +78,7 @@ def test_list_is_newest_first(client: FlaskClient) -> None:
 
 
 @pytest.mark.usefixtures("alice")
-def test_edit(app: Flask, client: FlaskClient) -> None:
+def test_edit(app: Flask, client: FlaskClient, prefix: str) -> None:
     client.post("/create", data={"title": "Draft", "body": "v1"})
     [note] = all_notes(app)
 
@@ -86,7 +88,7 @@ def test_edit(app: Flask, client: FlaskClient) -> None:
 
     response = client.post(f"/{note.id}/edit", data={"title": "Final", "body": "v2"})
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == f"{prefix}/"
     [note] = all_notes(app)
     assert (note.title, note.body) == ("Final", "v2")
     assert note.updated is not None
@@ -96,35 +98,34 @@ def test_edit(app: Flask, client: FlaskClient) -> None:
 
 
 @pytest.mark.usefixtures("alice")
-def test_delete(app: Flask, client: FlaskClient) -> None:
+def test_delete(app: Flask, client: FlaskClient, prefix: str) -> None:
     client.post("/create", data={"title": "Doomed"})
     [note] = all_notes(app)
-    assert f'action="/{note.id}/delete"' in client.get(f"/{note.id}/edit").get_data(as_text=True)
+    form = client.get(f"/{note.id}/edit").get_data(as_text=True)
+    assert f'action="{prefix}/{note.id}/delete"' in form
 
     assert client.get(f"/{note.id}/delete").status_code == 405
     response = client.post(f"/{note.id}/delete")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == f"{prefix}/"
     assert all_notes(app) == []
     assert "Doomed" not in client.get("/").get_data(as_text=True)
 
 
-def test_pagination(make_app: MakeApp) -> None:
-    app = make_app(WTF_CSRF_ENABLED=False, NOTES_PER_PAGE=2)
-    client = app.test_client()
-    account = {"username": "alice", "password": "pw123456", "confirm": "pw123456"}
-    client.post("/auth/register", data=account)
+@pytest.mark.usefixtures("alice")
+def test_pagination(app: Flask, client: FlaskClient, prefix: str) -> None:
+    app.config["NOTES_PER_PAGE"] = 2  # read on each request, so it can change after the build
     for title in ("one", "two", "three"):
         client.post("/create", data={"title": title})
 
     first = client.get("/").get_data(as_text=True)
     assert titles(first) == ["three", "two"]
-    assert 'href="/?page=2"' in first
+    assert f'href="{prefix}/?page=2"' in first
     assert "Page 1 of 2" in first
 
     second = client.get("/?page=2").get_data(as_text=True)
     assert titles(second) == ["one"]
-    assert 'href="/?page=1"' in second
+    assert f'href="{prefix}/?page=1"' in second
     assert "?page=3" not in second
 
     assert client.get("/?page=3").status_code == 404

@@ -12,43 +12,52 @@ from werkzeug.test import Client
 if TYPE_CHECKING:
     from flask import Flask
 
+    from dispatcher import TenantConfig
+
+pytestmark = pytest.mark.tenant_app("tenants.notes")
+
 
 @pytest.fixture
-def mounted(app: Flask) -> Client:
-    """A client of ``app`` mounted at /acme, with a plain 404 everywhere else."""
-    return Client(DispatcherMiddleware(NotFound(), {"/acme": app}))
+def mount(tenant: TenantConfig) -> str:
+    """The tenant's path; a host tenant is mounted under ``/<name>`` to prove it copes too."""
+    return tenant.path or f"/{tenant.name}"
 
 
-def test_login_required_redirects_under_the_prefix(mounted: Client) -> None:
-    response = mounted.get("/acme/")
+@pytest.fixture
+def mounted(app: Flask, mount: str) -> Client:
+    """A client of ``app`` mounted at ``mount``, with a plain 404 everywhere else."""
+    return Client(DispatcherMiddleware(NotFound(), {mount: app}))
+
+
+def test_login_required_redirects_under_the_prefix(mounted: Client, mount: str) -> None:
+    response = mounted.get(f"{mount}/")
     assert response.status_code == 302
-    assert response.headers["Location"].startswith("/acme/")
-    assert response.headers["Location"] == "/acme/auth/login"
+    assert response.headers["Location"] == f"{mount}/auth/login"
 
 
-def test_links_and_static_under_the_prefix(mounted: Client) -> None:
-    page = mounted.get("/acme/auth/login").get_data(as_text=True)
-    assert 'href="/acme/static/style.css"' in page
-    assert 'action="/acme/auth/login"' in page
-    assert 'href="/acme/auth/register"' in page
+def test_links_and_static_under_the_prefix(mounted: Client, mount: str) -> None:
+    page = mounted.get(f"{mount}/auth/login").get_data(as_text=True)
+    assert f'href="{mount}/static/style.css"' in page
+    assert f'action="{mount}/auth/login"' in page
+    assert f'href="{mount}/auth/register"' in page
 
-    with mounted.get("/acme/static/style.css") as css:
+    with mounted.get(f"{mount}/static/style.css") as css:
         assert css.status_code == 200
         assert css.mimetype == "text/css"
 
 
-def test_register_and_logout_under_the_prefix(mounted: Client) -> None:
+def test_register_and_logout_under_the_prefix(mounted: Client, mount: str) -> None:
     data = {"username": "alice", "password": "correct horse", "confirm": "correct horse"}
-    response = mounted.post("/acme/auth/register", data=data)
+    response = mounted.post(f"{mount}/auth/register", data=data)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/acme/"
+    assert response.headers["Location"] == f"{mount}/"
 
-    page = mounted.get("/acme/").get_data(as_text=True)
-    assert 'action="/acme/auth/logout"' in page
-    assert 'href="/acme/create"' in page
+    page = mounted.get(f"{mount}/").get_data(as_text=True)
+    assert f'action="{mount}/auth/logout"' in page
+    assert f'href="{mount}/create"' in page
 
-    response = mounted.post("/acme/auth/logout")
-    assert response.headers["Location"] == "/acme/auth/login"
+    response = mounted.post(f"{mount}/auth/logout")
+    assert response.headers["Location"] == f"{mount}/auth/login"
 
 
 def test_outside_the_prefix_is_not_the_app(mounted: Client) -> None:
