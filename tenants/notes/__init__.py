@@ -49,5 +49,6 @@ def create_app(tenant_config: TenantConfig) -> Flask:
 
     app.register_error_handler(404, errors.not_found)
     app.register_error_handler(500, errors.internal_error)
+    app.register_error_handler(503, errors.unavailable)
 
     return app

@@ -9,6 +9,7 @@ database is what failed (``500.html`` also leaves out the user menu, which would
 from __future__ import annotations
 
 from flask import render_template
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 
@@ -20,3 +21,11 @@ def not_found(error: HTTPException) -> tuple[str, int]:
 def internal_error(error: HTTPException) -> tuple[str, int]:
     """Render the 500 page: never a traceback; the error is already in the log."""
     return render_template("500.html"), 500
+
+
+def unavailable(error: HTTPException) -> ResponseReturnValue:
+    """Render the 503 page (the dispatcher answers 503 while the database is unreachable),
+    keeping the ``Retry-After`` the error carries."""
+    headers = dict(error.get_headers())
+    retry_after = headers.get("Retry-After")
+    return render_template("503.html"), 503, {"Retry-After": retry_after} if retry_after else {}

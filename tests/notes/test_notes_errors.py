@@ -65,3 +65,5 @@ def test_broken_database_answers_503_without_traceback(
     page = response.get_data(as_text=True)
     assert "Traceback" not in page
     assert "OperationalError" not in page
+    assert "Back in a moment" in page  # the app's own page, with its SITE_NAME
+    assert app.config["SITE_NAME"] in page
