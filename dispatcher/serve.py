@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -67,13 +68,21 @@ def flask_app(dispatcher: Dispatcher) -> Flask:
 
 
 def run_dev_server(tenants_file: str, host: str, port: int, reload: bool) -> None:
-    """Serve every tenant with werkzeug's dev server, restarting when code or the file change."""
+    """Serve every tenant with werkzeug's dev server, restarting when code changes.
+
+    Edits to the tenants file are picked up by live reload, as under uWSGI (an invalid edit
+    keeps the server running on the previous tenants); SIGHUP makes it re-read the file now.
+    """
     app: WSGIApplication
     if reload and not is_running_from_reloader():
-        # This process only watches files and restarts the serving child: validate the file
+        # This process only watches code and restarts the serving child: validate the file
         # here so a bad one fails at once, but build the tenants in the child only.
         load_tenants(tenants_file)
         app = NotFound()
     else:
-        app = create_dispatcher(tenants_file)
-    run_simple(host, port, app, use_reloader=reload, extra_files=[tenants_file], threaded=True)
+        dispatcher = create_dispatcher(tenants_file)
+        reloader = dispatcher.reloader
+        if reloader is not None:
+            signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request())
+        app = dispatcher
+    run_simple(host, port, app, use_reloader=reload, threaded=True)

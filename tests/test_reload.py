@@ -213,3 +213,21 @@ def test_diff_without_a_running_copy_says_how(write_tenants: Callable[[str], Pat
     result = CliRunner().invoke(main, ["-f", str(path), "diff"])
     assert result.exit_code == 1
     assert "--against" in result.output
+
+
+def test_a_requested_reload_rereads_an_unchanged_file(
+    edit: Callable[[str], None], tmp_path: Path, clock: Clock
+) -> None:
+    """SIGHUP under `python -m dispatcher serve` calls request(): the file is re-read even
+    when its time, size and inode look unchanged (two edits within one clock tick, say)."""
+    dispatcher, client = start(edit, tmp_path, "      bb: {path: /bb}\n")
+    path = tmp_path / "tenants.yaml"
+    before = path.stat()
+    path.write_text(BASE + "      bc: {path: /bc}\n")  # same length, same inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    clock.now += reload.CHECK_INTERVAL + 0.1
+    assert status(client, "/bc/") == 404  # looks unchanged: not re-read
+    assert dispatcher.reloader is not None
+    dispatcher.reloader.request()
+    assert status(client, "/bc/") == 200
+    assert status(client, "/bb/") == 404
