@@ -9,6 +9,10 @@ otherwise with the package's ``init_db(app)`` or Flask-SQLAlchemy's ``create_all
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app
@@ -19,6 +23,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import ServiceUnavailable
+
+#: In each instance folder: held while a worker creates the tenant's schema.
+SCHEMA_LOCK = ".schema.lock"
 
 
 def app_engines(app: Flask) -> list[Engine]:
@@ -54,10 +61,14 @@ def create_new_schema(app: Flask, module: Any) -> None:
     left to ``python -m dispatcher migrate``). Otherwise the package's own ``init_db(app)``
     runs when the database has no tables yet, or Flask-SQLAlchemy's ``create_all()`` creates
     whatever tables are missing.
+
+    Several workers may build a new tenant at the same moment (uWSGI's lazy-apps boots them
+    together): a lock file in the instance folder lets one create the schema while the others
+    wait, then find it there.
     """
     db = app.extensions.get("sqlalchemy")
     init_db = getattr(module, "init_db", None)
-    with app.app_context():
+    with app.app_context(), _schema_lock(app.instance_path):
         if db is not None and migrations_folder(app) is not None:
             if not inspect(db.engine).get_table_names():
                 upgrade_to_head(app)
@@ -66,6 +77,13 @@ def create_new_schema(app: Flask, module: Any) -> None:
                 init_db(app)
         elif db is not None:
             db.create_all()
+
+
+@contextlib.contextmanager
+def _schema_lock(folder: str) -> Iterator[None]:
+    with open(os.path.join(folder, SCHEMA_LOCK), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 _EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")

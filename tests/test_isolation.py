@@ -245,3 +245,48 @@ def test_no_connection_survives_the_build(echo_client: Client) -> None:
     for handle in echo_client.application.tenants.values():  # type: ignore[attr-defined]
         for engine in app_engines(handle.app):
             assert engine.pool.checkedin() == 0
+
+
+def _build_in_process(
+    tenant: object, barrier: threading.Barrier, queue: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
+    from dispatcher import build_app
+
+    barrier.wait(10)
+    try:
+        build_app(tenant)  # type: ignore[arg-type]
+        queue.put("ok")
+    except Exception as e:
+        queue.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize(
+    ("app", "backend"),
+    [("tenants.notes", "sqlite"), ("tests.apps.echo", "sqlite"), ("tenants.notes", "postgresql")],
+)
+def test_workers_booting_together_create_a_new_schema_once(
+    write_tenants: Callable[[str], Path], request: pytest.FixtureRequest, app: str, backend: str
+) -> None:
+    """uWSGI's lazy-apps builds every tenant in every worker at the same moment; on
+    PostgreSQL, two workers running the first migration at once would collide."""
+    from dispatcher import load_tenants
+    from dispatcher.database import ensure_database
+
+    database = ""
+    if backend == "postgresql":
+        prefix = request.getfixturevalue("pg_prefix")
+        database = f", database: 'postgresql://postgres@127.0.0.1/{prefix}acme'"
+    text = f"version: 1\ntenants: {{acme: {{app: {app}, path: /a{database}}}}}"
+    tenant = load_tenants(write_tenants(text))["acme"]
+    ensure_database(tenant.database_uri)
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_build_in_process, args=(tenant, barrier, queue)) for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    assert results == ["ok"] * 4
