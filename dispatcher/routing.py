@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dispatcher")
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
+_RESERVED_FOLDER = RESERVED_PREFIX + "/"
 
 
 class Routes:
@@ -73,9 +74,7 @@ class Routes:
         path = environ.get("PATH_INFO", "")
         if not host or _is_hostile(path, environ):
             return BadRequest()(environ, start_response)
-        if path.startswith(RESERVED_PREFIX) and path[
-            len(RESERVED_PREFIX) : len(RESERVED_PREFIX) + 1
-        ] in ("", "/"):
+        if path == RESERVED_PREFIX or path.startswith(_RESERVED_FOLDER):
             return self.reserved(environ, start_response)
         tenant = self.hosts.get(host)
         if tenant is not None:
