@@ -42,6 +42,8 @@ log = logging.getLogger("dispatcher")
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
 _RESERVED_FOLDER = RESERVED_PREFIX + "/"
+#: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
+_LONGEST_HOST = 260
 
 
 class Routes:
@@ -215,6 +217,8 @@ def request_host(environ: WSGIEnvironment) -> str:
     raw = environ.get("HTTP_HOST")
     if raw is None:
         raw = environ.get("SERVER_NAME", "")
+    if len(raw) > _LONGEST_HOST:  # no valid host is this long; never fill the cache with it
+        return ""
     return normalise_host(raw)
 
 

@@ -100,7 +100,8 @@ def test_path_tenants_answer_on_any_host_without_server_names(
 
 
 @pytest.mark.parametrize(
-    "host", ["bad host", "a/b", "localhost:99999", "localhost:abc", "[::1", "émoji.com", ""]
+    "host",
+    ["bad host", "a/b", "localhost:99999", "localhost:abc", "[::1", "émoji.com", "", "a" * 300],
 )
 def test_malformed_host_is_400(echo_client: Client, host: str) -> None:
     assert get(echo_client, "/acme/", host).status_code == 400
