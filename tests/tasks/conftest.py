@@ -1,88 +1,51 @@
-"""Fixtures for the tasks app's tests: tenant ``acme`` on ``tmp_path``, built as the dispatcher
-builds it (instance folder, secret key, SQLite hardening, schema from the migrations).
+"""Helpers for the tasks app's tests, which run once per tasks tenant (``dispatcher.testing``).
 
-They do not use the ``dispatcher.testing`` plugin, and their names (``tasks_app``, ``api``,
-``cli``) differ from the plugin's (``tenant``, ``app``, ``client``, ``runner``) so the plugin
-never parametrizes these tests over the demo tenants. Users and tokens are made through the
-app's own CLI commands, as an operator makes them::
+Every test module is marked ``tenant_app("tenants.tasks")``, so the plugin runs its tests that
+take ``tenant``, ``app``, ``client`` or ``runner`` once per tenant of tenants.yaml running the
+tasks app (the demo file has one: initech), each on a fresh copy of that tenant's database,
+its schema built from the app's migrations as the dispatcher builds it. Users and tokens are
+made through the app's own CLI commands, as an operator makes them::
 
-    def test_x(api, accounts):
-        api.get("/api/v1/tasks", headers=accounts.headers("alice"))
+    def test_x(client, accounts):
+        client.get("/api/v1/tasks", headers=accounts.headers("alice"))
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
 
-from dispatcher.build import app_engines, build_app
-from dispatcher.tenant import TenantConfig
+if TYPE_CHECKING:
+    from flask.testing import FlaskCliRunner
 
-
-@pytest.fixture
-def tasks_tenant(tmp_path: Path) -> TenantConfig:
-    """Tenant ``acme`` running the tasks app, its instance folder and database in tmp_path."""
-    return TenantConfig(
-        name="acme",
-        app="tenants.tasks",
-        instance_path=str(tmp_path / "acme"),
-        database_uri=f"sqlite:///{tmp_path}/acme/app.db",
-        path="/acme",
-        config={"TESTING": True},
-    )
+    from dispatcher.tenant import TenantConfig
 
 
 @pytest.fixture
-def tasks_app(tasks_tenant: TenantConfig) -> Iterator[Flask]:
-    """The tenant's app, built by the dispatcher (so its schema comes from the migrations)."""
-    app = build_app(tasks_tenant)
-    yield app
-    for engine in app_engines(app):
-        engine.dispose()
-
-
-@pytest.fixture
-def api(tasks_app: Flask) -> FlaskClient:
-    """A test client of the app, mounted at the tenant's path as the dispatcher mounts it.
+def base_url(tenant: TenantConfig) -> str:
+    """What the app's absolute URLs start with: ``http://localhost/initech``.
 
     Requests name paths inside the app (``/api/v1/tasks``); the app's absolute URLs carry the
-    mount (:func:`base_url`), because the dispatcher sets ``APPLICATION_ROOT`` to it.
+    tenant's mount, which the plugin's ``client`` sends as ``SCRIPT_NAME``. To follow one with
+    ``client``, request ``url.removeprefix(base_url)``.
     """
-    return tasks_app.test_client()
-
-
-@pytest.fixture
-def base_url(tasks_tenant: TenantConfig) -> str:
-    """What the app's absolute URLs start with: ``http://localhost/acme``.
-
-    To follow one with :func:`api`, request ``url.removeprefix(base_url)``.
-    """
-    return f"http://localhost{tasks_tenant.path}"
-
-
-@pytest.fixture
-def cli(tasks_app: Flask) -> FlaskCliRunner:
-    """A runner for the app's CLI commands (stdout and stderr kept apart)."""
-    return tasks_app.test_cli_runner()
+    return f"http://localhost{tenant.path or ''}"
 
 
 class Accounts:
     """Users and their API tokens, made with the ``create-user`` and ``create-token`` commands."""
 
-    def __init__(self, cli: FlaskCliRunner) -> None:
-        self._cli = cli
+    def __init__(self, runner: FlaskCliRunner) -> None:
+        self._runner = runner
         self.tokens: dict[str, str] = {}
 
     def token(self, username: str) -> str:
         """``username``'s token, creating the user and a token on first use."""
         if username not in self.tokens:
-            created = self._cli.invoke(args=["create-user", username])
+            created = self._runner.invoke(args=["create-user", username])
             assert created.exit_code == 0, created.output
-            issued = self._cli.invoke(args=["create-token", username])
+            issued = self._runner.invoke(args=["create-token", username])
             assert issued.exit_code == 0, issued.output
             self.tokens[username] = issued.stdout.strip()
         return self.tokens[username]
@@ -93,9 +56,9 @@ class Accounts:
 
 
 @pytest.fixture
-def accounts(cli: FlaskCliRunner) -> Accounts:
+def accounts(runner: FlaskCliRunner) -> Accounts:
     """Make users and tokens on demand: ``accounts.headers("alice")``."""
-    return Accounts(cli)
+    return Accounts(runner)
 
 
 @pytest.fixture

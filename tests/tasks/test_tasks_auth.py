@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
 
+pytestmark = pytest.mark.tenant_app("tenants.tasks")
+
 NEEDS_TOKEN = "This endpoint needs an API token: send 'Authorization: Bearer <token>'."
 BEARER_ONLY = "This API takes bearer tokens only: send 'Authorization: Bearer <token>'."
 MALFORMED = "The Authorization header must be 'Bearer <token>'."
@@ -52,7 +54,7 @@ UNKNOWN = "The API token is not valid: it is unknown or was revoked."
     [("GET", "/api/v1/tasks"), ("POST", "/api/v1/tasks"), ("DELETE", "/api/v1/tasks/1")],
 )
 def test_refused(
-    api: FlaskClient,
+    client: FlaskClient,
     accounts: Accounts,
     method: str,
     url: str,
@@ -62,7 +64,7 @@ def test_refused(
 ) -> None:
     accounts.token("alice")  # a real token exists; none of these is it
     headers = {} if authorization is None else {"Authorization": authorization}
-    response = api.open(url, method=method, headers=headers, json={"title": "x"})
+    response = client.open(url, method=method, headers=headers, json={"title": "x"})
     assert response.status_code == 401
     assert response.mimetype == "application/problem+json"
     assert response.headers["WWW-Authenticate"] == challenge
@@ -74,54 +76,54 @@ def test_refused(
     }
 
 
-def test_scheme_is_case_insensitive(api: FlaskClient, accounts: Accounts) -> None:
+def test_scheme_is_case_insensitive(client: FlaskClient, accounts: Accounts) -> None:
     # RFC 9110 section 11.1: auth schemes are case-insensitive.
     headers = {"Authorization": f"bearer {accounts.token('alice')}"}
-    assert api.get("/api/v1/tasks", headers=headers).status_code == 200
+    assert client.get("/api/v1/tasks", headers=headers).status_code == 200
 
 
 def test_token_of_another_tenant_is_unknown(
-    api: FlaskClient, accounts: Accounts, tasks_app: Flask
+    client: FlaskClient, accounts: Accounts, app: Flask
 ) -> None:
     token = accounts.token("alice")
-    with tasks_app.app_context():
+    with app.app_context():
         db.session.execute(db.delete(ApiToken))  # as if it were issued by another database
         db.session.commit()
-    response = api.get("/api/v1/tasks", headers={"Authorization": f"Bearer {token}"})
+    response = client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(
-    api: FlaskClient, alice: dict[str, str], tasks_app: Flask
+    client: FlaskClient, alice: dict[str, str], app: Flask
 ) -> None:
     def last_used() -> datetime | None:
-        with tasks_app.app_context():
+        with app.app_context():
             return db.session.scalar(select(ApiToken.last_used))
 
     assert last_used() is None
-    api.get("/api/v1/tasks", headers=alice)
+    client.get("/api/v1/tasks", headers=alice)
     first = last_used()
     assert first is not None
-    api.get("/api/v1/tasks", headers=alice)
+    client.get("/api/v1/tasks", headers=alice)
     assert last_used() == first  # a second request within the minute writes nothing
 
     long_ago = datetime.now(UTC) - timedelta(hours=1)
-    with tasks_app.app_context():
+    with app.app_context():
         db.session.execute(db.update(ApiToken).values(last_used=long_ago))
         db.session.commit()
-    api.get("/api/v1/tasks", headers=alice)
+    client.get("/api/v1/tasks", headers=alice)
     latest = last_used()
     assert latest is not None and latest.replace(tzinfo=None) > first.replace(tzinfo=None)
 
 
 @pytest.mark.parametrize("url", ["/api/v1/", "/api/v1/problems/validation-error"])
-def test_public_endpoints_need_no_token(api: FlaskClient, url: str) -> None:
-    assert api.get(url).status_code == 200
+def test_public_endpoints_need_no_token(client: FlaskClient, url: str) -> None:
+    assert client.get(url).status_code == 200
 
 
-def test_no_cookie_is_set_or_needed(api: FlaskClient, alice: dict[str, str]) -> None:
+def test_no_cookie_is_set_or_needed(client: FlaskClient, alice: dict[str, str]) -> None:
     # Tokens are the only credentials, which is why the API is exempt from CSRF checks.
-    response = api.post("/api/v1/tasks", headers=alice, json={"title": "x"})
+    response = client.post("/api/v1/tasks", headers=alice, json={"title": "x"})
     assert response.status_code == 201
     assert "Set-Cookie" not in response.headers
-    assert "Set-Cookie" not in api.get("/api/v1/tasks", headers=alice).headers
+    assert "Set-Cookie" not in client.get("/api/v1/tasks", headers=alice).headers

@@ -11,11 +11,13 @@ if TYPE_CHECKING:
     from conftest import Accounts
     from flask.testing import FlaskClient
 
+pytestmark = pytest.mark.tenant_app("tenants.tasks")
+
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
-def create(api: FlaskClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = api.post("/api/v1/tasks", headers=headers, json={"title": "Task", **fields})
+def create(client: FlaskClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/tasks", headers=headers, json={"title": "Task", **fields})
     assert response.status_code == 201, response.json
     assert response.json is not None
     return response.json
@@ -27,10 +29,10 @@ def path(task: dict[str, Any]) -> str:
 
 
 def test_create_returns_201_location_and_the_task(
-    api: FlaskClient, alice: dict[str, str], base_url: str
+    client: FlaskClient, alice: dict[str, str], base_url: str
 ) -> None:
     body = {"title": "Renew passport", "notes": "photo first", "due": "2026-12-01"}
-    response = api.post("/api/v1/tasks", headers=alice, json=body)
+    response = client.post("/api/v1/tasks", headers=alice, json=body)
     assert response.status_code == 201
     assert response.mimetype == "application/json"
     task = response.json
@@ -47,11 +49,13 @@ def test_create_returns_201_location_and_the_task(
         "url": response.headers["Location"],
     }
     assert TIMESTAMP.fullmatch(task["created"])
-    assert api.get(path(task), headers=alice).json == task
+    assert client.get(path(task), headers=alice).json == task
 
 
-def test_create_with_defaults_and_stripped_title(api: FlaskClient, alice: dict[str, str]) -> None:
-    task = create(api, alice, title="  Buy milk \n")
+def test_create_with_defaults_and_stripped_title(
+    client: FlaskClient, alice: dict[str, str]
+) -> None:
+    task = create(client, alice, title="  Buy milk \n")
     assert (task["title"], task["notes"], task["done"], task["due"]) == (
         "Buy milk",
         "",
@@ -60,9 +64,9 @@ def test_create_with_defaults_and_stripped_title(api: FlaskClient, alice: dict[s
     )
 
 
-def test_patch_changes_only_what_is_given(api: FlaskClient, alice: dict[str, str]) -> None:
-    task = create(api, alice, title="Taxes", notes="receipts", due="2026-04-30")
-    response = api.patch(path(task), headers=alice, json={"done": True})
+def test_patch_changes_only_what_is_given(client: FlaskClient, alice: dict[str, str]) -> None:
+    task = create(client, alice, title="Taxes", notes="receipts", due="2026-04-30")
+    response = client.patch(path(task), headers=alice, json={"done": True})
     assert response.status_code == 200
     changed = response.json
     assert changed is not None
@@ -70,46 +74,48 @@ def test_patch_changes_only_what_is_given(api: FlaskClient, alice: dict[str, str
     assert {k: v for k, v in changed.items() if k != "updated"} == {**unchanged, "done": True}
     assert changed["updated"] >= task["updated"]
 
-    changed = api.patch(path(task), headers=alice, json={"due": None, "title": "Tax"}).json
+    changed = client.patch(path(task), headers=alice, json={"due": None, "title": "Tax"}).json
     assert changed is not None
     assert (changed["title"], changed["due"], changed["done"]) == ("Tax", None, True)
-    assert api.get(path(task), headers=alice).json == changed
+    assert client.get(path(task), headers=alice).json == changed
 
 
-def test_empty_patch_changes_nothing(api: FlaskClient, alice: dict[str, str]) -> None:
-    task = create(api, alice)
-    response = api.patch(path(task), headers=alice, json={})
+def test_empty_patch_changes_nothing(client: FlaskClient, alice: dict[str, str]) -> None:
+    task = create(client, alice)
+    response = client.patch(path(task), headers=alice, json={})
     assert response.status_code == 200
     assert response.json == task
 
 
-def test_delete(api: FlaskClient, alice: dict[str, str]) -> None:
-    task = create(api, alice)
-    response = api.delete(path(task), headers=alice)
+def test_delete(client: FlaskClient, alice: dict[str, str]) -> None:
+    task = create(client, alice)
+    response = client.delete(path(task), headers=alice)
     assert response.status_code == 204
     assert response.data == b""
     assert "Content-Type" not in response.headers
-    assert api.get(path(task), headers=alice).status_code == 404
-    assert api.delete(path(task), headers=alice).status_code == 404
+    assert client.get(path(task), headers=alice).status_code == 404
+    assert client.delete(path(task), headers=alice).status_code == 404
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
-def test_another_users_task_is_not_found(api: FlaskClient, accounts: Accounts, method: str) -> None:
-    alices = create(api, accounts.headers("alice"), title="Alice's secret")
-    response = api.open(path(alices), method=method, headers=accounts.headers("bob"), json={})
+def test_another_users_task_is_not_found(
+    client: FlaskClient, accounts: Accounts, method: str
+) -> None:
+    alices = create(client, accounts.headers("alice"), title="Alice's secret")
+    response = client.open(path(alices), method=method, headers=accounts.headers("bob"), json={})
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert response.json is not None
     # The same answer as for a task that does not exist: nothing is revealed.
     assert response.json["detail"] == f"No task {alices['id']}: it does not exist or is not yours."
-    assert api.get(path(alices), headers=accounts.headers("alice")).json == alices
+    assert client.get(path(alices), headers=accounts.headers("alice")).json == alices
 
 
-def test_lists_are_per_user(api: FlaskClient, accounts: Accounts) -> None:
-    create(api, accounts.headers("alice"), title="Alice's")
-    create(api, accounts.headers("bob"), title="Bob's")
+def test_lists_are_per_user(client: FlaskClient, accounts: Accounts) -> None:
+    create(client, accounts.headers("alice"), title="Alice's")
+    create(client, accounts.headers("bob"), title="Bob's")
     for user in ("alice", "bob"):
-        listed = api.get("/api/v1/tasks", headers=accounts.headers(user)).json
+        listed = client.get("/api/v1/tasks", headers=accounts.headers(user)).json
         assert listed is not None
         assert [task["title"] for task in listed["items"]] == [f"{user.title()}'s"]
         assert listed["total"] == 1

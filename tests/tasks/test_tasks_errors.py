@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
 
+pytestmark = pytest.mark.tenant_app("tenants.tasks")
+
 NOT_FOUND = (
     "The requested URL was not found on the server. If you entered the URL manually please "
     "check your spelling and try again."
@@ -29,8 +31,8 @@ NOT_FOUND = (
         ("/api/v1/problems/nope", "This API has no problem type 'nope'."),
     ],
 )
-def test_not_found(api: FlaskClient, alice: dict[str, str], url: str, detail: str) -> None:
-    response = api.get(url, headers=alice)
+def test_not_found(client: FlaskClient, alice: dict[str, str], url: str, detail: str) -> None:
+    response = client.get(url, headers=alice)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert response.json == {
@@ -50,9 +52,9 @@ def test_not_found(api: FlaskClient, alice: dict[str, str], url: str, detail: st
     ],
 )
 def test_method_not_allowed(
-    api: FlaskClient, alice: dict[str, str], method: str, url: str, allow: set[str]
+    client: FlaskClient, alice: dict[str, str], method: str, url: str, allow: set[str]
 ) -> None:
-    response = api.open(url, method=method, headers=alice)
+    response = client.open(url, method=method, headers=alice)
     assert response.status_code == 405
     assert response.mimetype == "application/problem+json"
     assert set(response.headers["Allow"].split(", ")) == allow
@@ -65,15 +67,15 @@ def test_method_not_allowed(
 
 
 def test_500_never_leaks_the_exception(
-    tasks_app: Flask, api: FlaskClient, caplog: pytest.LogCaptureFixture
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tasks_app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as in production
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as in production
 
-    @tasks_app.get("/api/v1/boom")
+    @app.get("/api/v1/boom")
     def boom() -> str:
         raise RuntimeError("internal detail: password=hunter2")
 
-    response = api.get("/api/v1/boom")
+    response = client.get("/api/v1/boom")
     assert response.status_code == 500
     assert response.mimetype == "application/problem+json"
     assert response.json == {
@@ -88,13 +90,13 @@ def test_500_never_leaks_the_exception(
 
 
 def test_503_when_the_database_fails_is_a_problem_too(
-    tasks_app: Flask, api: FlaskClient, alice: dict[str, str]
+    app: Flask, client: FlaskClient, alice: dict[str, str]
 ) -> None:
-    tasks_app.config["PROPAGATE_EXCEPTIONS"] = False
-    with tasks_app.app_context():
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with app.app_context():
         db.session.execute(db.text("DROP TABLE tasks"))
         db.session.commit()
-    response = api.get("/api/v1/tasks", headers=alice)
+    response = client.get("/api/v1/tasks", headers=alice)
     assert response.status_code == 503
     assert "Retry-After" in response.headers
     assert response.mimetype == "application/problem+json"

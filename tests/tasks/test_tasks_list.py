@@ -13,15 +13,20 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
 
+    from dispatcher.tenant import TenantConfig
 
-def add(api: FlaskClient, headers: dict[str, str], *titles: str, **fields: Any) -> None:
+
+pytestmark = pytest.mark.tenant_app("tenants.tasks")
+
+
+def add(client: FlaskClient, headers: dict[str, str], *titles: str, **fields: Any) -> None:
     for title in titles:
-        response = api.post("/api/v1/tasks", headers=headers, json={"title": title, **fields})
+        response = client.post("/api/v1/tasks", headers=headers, json={"title": title, **fields})
         assert response.status_code == 201
 
 
-def listing(api: FlaskClient, headers: dict[str, str], query: str = "") -> dict[str, Any]:
-    response = api.get(f"/api/v1/tasks{query}", headers=headers)
+def listing(client: FlaskClient, headers: dict[str, str], query: str = "") -> dict[str, Any]:
+    response = client.get(f"/api/v1/tasks{query}", headers=headers)
     assert response.status_code == 200, response.json
     assert response.json is not None
     return response.json
@@ -31,8 +36,8 @@ def titles(page: dict[str, Any]) -> list[str]:
     return [task["title"] for task in page["items"]]
 
 
-def test_empty(api: FlaskClient, alice: dict[str, str]) -> None:
-    assert listing(api, alice) == {
+def test_empty(client: FlaskClient, alice: dict[str, str]) -> None:
+    assert listing(client, alice) == {
         "items": [],
         "page": 1,
         "per_page": 20,
@@ -42,10 +47,10 @@ def test_empty(api: FlaskClient, alice: dict[str, str]) -> None:
 
 
 def test_pages_newest_first_with_absolute_links(
-    api: FlaskClient, alice: dict[str, str], base_url: str
+    client: FlaskClient, alice: dict[str, str], base_url: str
 ) -> None:
-    add(api, alice, *(f"t{n}" for n in range(1, 6)))
-    first = listing(api, alice, "?per_page=2")
+    add(client, alice, *(f"t{n}" for n in range(1, 6)))
+    first = listing(client, alice, "?per_page=2")
     assert titles(first) == ["t5", "t4"]
     assert (first["page"], first["per_page"], first["total"]) == (1, 2, 5)
     assert first["links"] == {
@@ -53,7 +58,7 @@ def test_pages_newest_first_with_absolute_links(
         "prev": None,
     }
 
-    second = listing(api, alice, "?page=2&per_page=2")
+    second = listing(client, alice, "?page=2&per_page=2")
     assert titles(second) == ["t3", "t2"]
     assert second["links"] == {
         "next": f"{base_url}/api/v1/tasks?page=3&per_page=2",
@@ -64,7 +69,7 @@ def test_pages_newest_first_with_absolute_links(
     seen, url = [], first["links"]["next"]
     seen += titles(first)
     while url:
-        page = api.get(url.removeprefix(base_url), headers=alice).json
+        page = client.get(url.removeprefix(base_url), headers=alice).json
         assert page is not None
         seen += titles(page)
         url = page["links"]["next"]
@@ -72,28 +77,30 @@ def test_pages_newest_first_with_absolute_links(
 
 
 def test_default_page_size_is_configurable(
-    api: FlaskClient, alice: dict[str, str], tasks_app: Flask, base_url: str
+    client: FlaskClient, alice: dict[str, str], app: Flask, base_url: str
 ) -> None:
-    tasks_app.config["TASKS_PER_PAGE"] = 3
-    add(api, alice, *"abcd")
-    page = listing(api, alice)
+    app.config["TASKS_PER_PAGE"] = 3
+    add(client, alice, *"abcd")
+    page = listing(client, alice)
     assert (len(page["items"]), page["per_page"]) == (3, 3)
     assert page["links"]["next"] == f"{base_url}/api/v1/tasks?page=2&per_page=3"
 
 
 def test_per_page_is_capped(
-    api: FlaskClient, alice: dict[str, str], tasks_app: Flask, base_url: str
+    client: FlaskClient, alice: dict[str, str], app: Flask, base_url: str
 ) -> None:
-    tasks_app.config["TASKS_MAX_PER_PAGE"] = 2
-    add(api, alice, *"abc")
-    page = listing(api, alice, "?per_page=1000")
+    app.config["TASKS_MAX_PER_PAGE"] = 2
+    add(client, alice, *"abc")
+    page = listing(client, alice, "?per_page=1000")
     assert (titles(page), page["per_page"]) == (["c", "b"], 2)
     assert page["links"]["next"] == f"{base_url}/api/v1/tasks?page=2&per_page=2"
 
 
-def test_page_past_the_end_is_empty(api: FlaskClient, alice: dict[str, str], base_url: str) -> None:
-    add(api, alice, "only")
-    page = listing(api, alice, "?page=3")
+def test_page_past_the_end_is_empty(
+    client: FlaskClient, alice: dict[str, str], base_url: str
+) -> None:
+    add(client, alice, "only")
+    page = listing(client, alice, "?page=3")
     assert (page["items"], page["total"]) == ([], 1)
     assert page["links"] == {
         "next": None,
@@ -101,10 +108,15 @@ def test_page_past_the_end_is_empty(api: FlaskClient, alice: dict[str, str], bas
     }
 
 
-@pytest.mark.parametrize("mount", ["/acme", "/elsewhere/acme"])
-def test_links_carry_the_path_prefix(tasks_app: Flask, alice: dict[str, str], mount: str) -> None:
-    # Links follow the prefix of the request (SCRIPT_NAME), wherever the app is mounted.
-    mounted = Client(DispatcherMiddleware(NotFound(), {mount: tasks_app}))
+@pytest.mark.parametrize("where", ["own", "nested"])
+def test_links_carry_the_path_prefix(
+    tenant: TenantConfig, app: Flask, alice: dict[str, str], where: str
+) -> None:
+    # Links follow the prefix of the request (SCRIPT_NAME), wherever the app is mounted: at
+    # the tenant's own path (a host tenant's at /<name>), or nested under another prefix.
+    own = tenant.path or f"/{tenant.name}"
+    mount = own if where == "own" else f"/elsewhere{own}"
+    mounted = Client(DispatcherMiddleware(NotFound(), {mount: app}))
     for title in ("a", "b"):
         created = mounted.post(f"{mount}/api/v1/tasks", headers=alice, json={"title": title})
         assert created.headers["Location"].startswith(f"http://localhost{mount}/api/v1/tasks/")
@@ -124,12 +136,12 @@ def test_links_carry_the_path_prefix(tasks_app: Flask, alice: dict[str, str], mo
 
 
 @pytest.fixture
-def mixed(api: FlaskClient, alice: dict[str, str]) -> None:
+def mixed(client: FlaskClient, alice: dict[str, str]) -> None:
     """Tasks with and without due dates, done and not, with odd characters in titles."""
-    add(api, alice, "Pay rent", due="2026-03-01")
-    add(api, alice, "Pay TAXES", due="2026-04-30", done=True)
-    add(api, alice, "100% done_ish", due="2026-03-02")
-    add(api, alice, "Call mum")
+    add(client, alice, "Pay rent", due="2026-03-01")
+    add(client, alice, "Pay TAXES", due="2026-04-30", done=True)
+    add(client, alice, "100% done_ish", due="2026-03-02")
+    add(client, alice, "Call mum")
 
 
 @pytest.mark.parametrize(
@@ -149,18 +161,18 @@ def mixed(api: FlaskClient, alice: dict[str, str]) -> None:
     ],
 )
 def test_filters(
-    api: FlaskClient, alice: dict[str, str], mixed: None, query: str, expected: list[str]
+    client: FlaskClient, alice: dict[str, str], mixed: None, query: str, expected: list[str]
 ) -> None:
-    page = listing(api, alice, query)
+    page = listing(client, alice, query)
     assert titles(page) == expected
     assert page["total"] == len(expected)
 
 
 def test_links_keep_the_filters(
-    api: FlaskClient, alice: dict[str, str], mixed: None, base_url: str
+    client: FlaskClient, alice: dict[str, str], mixed: None, base_url: str
 ) -> None:
-    page = listing(api, alice, "?q=pay&done=false&per_page=1&due_before=2026-12-31")
+    page = listing(client, alice, "?q=pay&done=false&per_page=1&due_before=2026-12-31")
     assert page["links"]["next"] is None
-    page = listing(api, alice, "?q=a&per_page=1&done=false")
+    page = listing(client, alice, "?q=a&per_page=1&done=false")
     assert page["total"] == 2
     assert page["links"]["next"] == (f"{base_url}/api/v1/tasks?page=2&per_page=1&done=false&q=a")

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
-VALIDATION_TYPE = "http://localhost/acme/api/v1/problems/validation-error"  # see base_url
+pytestmark = pytest.mark.tenant_app("tenants.tasks")
+
+VALIDATION_TYPE = "/api/v1/problems/validation-error"  # under base_url: an absolute URL
 DATE = "Must be a date written YYYY-MM-DD, such as 2026-03-01."
 BOOLEAN = "Must be true or false, not {}."
 STRING = "Must be a string, not {}."
@@ -19,7 +21,15 @@ PARAMETERS = "Unknown field; expected one of: done, due_before, page, per_page, 
 NUMBER = "Must be a whole number from 1 to 999999999."
 
 
-def errors_of(response: TestResponse, status: int = 422) -> list[dict[str, str]]:
+@pytest.fixture
+def validation_type(base_url: str) -> str:
+    """The validation problem's type: an absolute URL, under the tenant's mount."""
+    return f"{base_url}{VALIDATION_TYPE}"
+
+
+def errors_of(
+    response: TestResponse, validation_type: str, status: int = 422
+) -> list[dict[str, str]]:
     """The ``errors`` of a validation problem, after checking the rest of the document."""
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
@@ -28,7 +38,7 @@ def errors_of(response: TestResponse, status: int = 422) -> list[dict[str, str]]
     count = len(problem["errors"])
     detail = "A field is not valid" if count == 1 else f"{count} fields are not valid"
     assert problem == {
-        "type": VALIDATION_TYPE,
+        "type": validation_type,
         "title": "Your request is not valid.",
         "status": 422,
         "detail": f"{detail}; 'errors' says what is wrong with each.",
@@ -96,25 +106,31 @@ def errors_of(response: TestResponse, status: int = 422) -> list[dict[str, str]]
     ],
 )
 def test_create_refuses(
-    api: FlaskClient, alice: dict[str, str], body: dict[str, Any], errors: list[dict[str, str]]
+    client: FlaskClient,
+    alice: dict[str, str],
+    validation_type: str,
+    body: dict[str, Any],
+    errors: list[dict[str, str]],
 ) -> None:
-    response = api.post("/api/v1/tasks", headers=alice, json=body)
-    assert errors_of(response) == errors
-    assert api.get("/api/v1/tasks", headers=alice).json["total"] == 0  # type: ignore[index]
+    response = client.post("/api/v1/tasks", headers=alice, json=body)
+    assert errors_of(response, validation_type) == errors
+    assert client.get("/api/v1/tasks", headers=alice).json["total"] == 0  # type: ignore[index]
 
 
-def test_patch_refuses_and_changes_nothing(api: FlaskClient, alice: dict[str, str]) -> None:
-    task = api.post("/api/v1/tasks", headers=alice, json={"title": "Keep"}).json
+def test_patch_refuses_and_changes_nothing(
+    client: FlaskClient, alice: dict[str, str], validation_type: str
+) -> None:
+    task = client.post("/api/v1/tasks", headers=alice, json={"title": "Keep"}).json
     assert task is not None
-    response = api.patch(
+    response = client.patch(
         f"/api/v1/tasks/{task['id']}", headers=alice, json={"title": "", "done": "yes", "x": 1}
     )
-    assert errors_of(response) == [
+    assert errors_of(response, validation_type) == [
         {"field": "x", "detail": TASK_FIELDS},
         {"field": "title", "detail": "Must not be empty."},
         {"field": "done", "detail": BOOLEAN.format("a string")},
     ]
-    assert api.get(f"/api/v1/tasks/{task['id']}", headers=alice).json == task
+    assert client.get(f"/api/v1/tasks/{task['id']}", headers=alice).json == task
 
 
 @pytest.mark.parametrize(
@@ -135,12 +151,12 @@ def test_patch_refuses_and_changes_nothing(api: FlaskClient, alice: dict[str, st
 )
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 def test_malformed_body_is_400(
-    api: FlaskClient, alice: dict[str, str], method: str, data: str, detail: str
+    client: FlaskClient, alice: dict[str, str], method: str, data: str, detail: str
 ) -> None:
-    task = api.post("/api/v1/tasks", headers=alice, json={"title": "x"}).json
+    task = client.post("/api/v1/tasks", headers=alice, json={"title": "x"}).json
     assert task is not None
     url = "/api/v1/tasks" if method == "POST" else f"/api/v1/tasks/{task['id']}"
-    response = api.open(
+    response = client.open(
         url, method=method, headers=alice, data=data, content_type="application/json"
     )
     assert response.status_code == 400
@@ -153,8 +169,8 @@ def test_malformed_body_is_400(
     }
 
 
-def test_invalid_utf8_is_400(api: FlaskClient, alice: dict[str, str]) -> None:
-    response = api.post(
+def test_invalid_utf8_is_400(client: FlaskClient, alice: dict[str, str]) -> None:
+    response = client.post(
         "/api/v1/tasks", headers=alice, data=b'{"title": "\xff"}', content_type="application/json"
     )
     assert response.status_code == 400
@@ -164,9 +180,9 @@ def test_invalid_utf8_is_400(api: FlaskClient, alice: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
 def test_body_must_be_sent_as_json(
-    api: FlaskClient, alice: dict[str, str], content_type: str | None
+    client: FlaskClient, alice: dict[str, str], content_type: str | None
 ) -> None:
-    response = api.post(
+    response = client.post(
         "/api/v1/tasks", headers=alice, data='{"title": "x"}', content_type=content_type
     )
     assert response.status_code == 415
@@ -206,17 +222,24 @@ def test_body_must_be_sent_as_json(
     ],
 )
 def test_list_refuses_bad_parameters(
-    api: FlaskClient, alice: dict[str, str], query: str, errors: list[dict[str, str]]
+    client: FlaskClient,
+    alice: dict[str, str],
+    validation_type: str,
+    query: str,
+    errors: list[dict[str, str]],
 ) -> None:
-    assert errors_of(api.get(f"/api/v1/tasks{query}", headers=alice)) == errors
+    response = client.get(f"/api/v1/tasks{query}", headers=alice)
+    assert errors_of(response, validation_type) == errors
 
 
-def test_validation_type_is_documented_at_its_uri(api: FlaskClient) -> None:
-    response = api.get("/api/v1/problems/validation-error")
+def test_validation_type_is_documented_at_its_uri(
+    client: FlaskClient, validation_type: str
+) -> None:
+    response = client.get("/api/v1/problems/validation-error")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     doc = response.json
     assert doc is not None
-    assert doc["type"] == VALIDATION_TYPE
+    assert doc["type"] == validation_type
     assert (doc["title"], doc["status"]) == ("Your request is not valid.", 422)
     assert "'errors' lists each one" in doc["description"]

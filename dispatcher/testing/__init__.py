@@ -1,0 +1,208 @@
+"""A pytest plugin that runs an app's integration tests once per tenant (DESIGN section 7).
+
+Enable it in the root ``conftest.py`` (or with ``-p dispatcher.testing``) and write ordinary
+Flask tests; every test that takes ``tenant``, ``app``, ``client`` or ``runner`` runs once per
+enabled tenant of ``tenants.yaml``, the tenant's name in its id, on a temporary instance folder
+and database (never the real ``instance/``)::
+
+    pytest_plugins = ["dispatcher.testing"]
+
+    def test_home(client):                  # test_home[acme], test_home[globex], ...
+        assert client.get("/").status_code == 200
+
+Each tenant's schema is built once per session into a template (a SQLite file, or a
+PostgreSQL database copied with ``CREATE DATABASE ... TEMPLATE``); a test gets a copy, so a
+fresh database costs a file copy rather than a ``create_all()``. docs/testing.md has the rest:
+selecting tenants (``--tenant``, the ``tenants``/``tenant_app`` markers), ``app_config``, CI.
+
+This module is the plugin pytest loads: its hooks and fixtures are defined here, where pytest
+looks for them. The work behind them is in :mod:`.selection` (which tenants a test runs for)
+and :mod:`.databases` (their temporary folders and databases); neither is a public interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from werkzeug.test import Client
+
+from ..build import build_app
+from ..database import create_new_schema
+from ..routing import Dispatcher
+from ..tenant import TenantConfig
+from .databases import Workspace, dispose
+from .selection import (
+    MARKERS,
+    STATE,
+    UNSELECTED,
+    State,
+    parametrized_by_test,
+    tenant_param,
+    tenants_file,
+)
+
+# -- hooks --------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dispatcher", "multi-tenant dispatcher (dispatcher.testing)")
+    group.addoption(
+        "--tenants-file",
+        dest="dispatcher_tenants_file",
+        metavar="PATH",
+        help="The tenants file to test against. Default: $TENANTS_FILE, else tenants.yaml in "
+        "the rootdir. A relative path is relative to the current directory.",
+    )
+    group.addoption(
+        "--tenant",
+        dest="dispatcher_tenants",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Run per-tenant tests for this tenant only; repeat for several.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+    config.stash[STATE] = State(config)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    selected = config.getoption("dispatcher_tenants")
+    only = f" (--tenant {', '.join(selected)})" if selected else ""
+    return f"dispatcher: tenants file {tenants_file(config)}{only}"
+
+
+@pytest.hookimpl(tryfirst=True)  # first, so the tenant leads the id: test_x[acme-GET]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    uses_tenant = "tenant" in metafunc.fixturenames and not parametrized_by_test(metafunc)
+    if not uses_tenant and "dispatcher_client" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE]
+    tenant_set = state.load()
+    if tenant_set is None or not uses_tenant:
+        return
+    names = state.select(metafunc.definition, tenant_set)
+    if names:
+        metafunc.parametrize("tenant", names, indirect=True, ids=names)
+    else:
+        metafunc.parametrize("tenant", [UNSELECTED], indirect=True, ids=["unselected"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Raised here, after collection, rather than where found: an exception during collection
+    # becomes a collection error with a traceback, not a usage error.
+    errors = config.stash[STATE].errors
+    if errors:
+        raise pytest.UsageError("\n".join(errors))
+    unselected = [item for item in items if tenant_param(item) is UNSELECTED]
+    if unselected:
+        config.hook.pytest_deselected(items=unselected)
+        items[:] = [item for item in items if tenant_param(item) is not UNSELECTED]
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """Extra Flask config for every app this test builds: override it to test a setting."""
+    return {}
+
+
+@pytest.fixture
+def tenant(
+    request: pytest.FixtureRequest, app_config: dict[str, Any], _dispatcher_tenants: Workspace
+) -> Iterator[TenantConfig]:
+    """The tenant this test runs for, on a fresh temporary instance folder and database."""
+    name = getattr(request, "param", None)
+    if name is UNSELECTED:
+        pytest.skip("no tenant selected")
+    if not isinstance(name, str):
+        pytest.fail(
+            "the 'tenant' fixture is parametrized when tests are collected: take it (or app, "
+            "client, runner) as a test argument rather than with request.getfixturevalue()",
+            pytrace=False,
+        )
+    fresh = _dispatcher_tenants.fresh(name, app_config, _dispatcher_tenants.test_root(request))
+    yield fresh
+    _dispatcher_tenants.release(fresh)
+
+
+@pytest.fixture
+def app(tenant: TenantConfig, _dispatcher_tenants: Workspace) -> Iterator[Flask]:
+    """The tenant's Flask app, built and isolated as the dispatcher builds it, TESTING on."""
+    flask_app = build_app(tenant, create_schema=False)
+    if not _dispatcher_tenants.has_schema(tenant):
+        # Created after build_app, which disposes its engines once the schema exists: an
+        # in-memory SQLite database would vanish with its connection.
+        create_new_schema(flask_app, importlib.import_module(tenant.module))
+    flask_app.config["TESTING"] = tenant.config.get("TESTING", True)
+    yield flask_app
+    dispose(flask_app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the tenant's app (paths are relative to the tenant's mount)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A runner for the tenant's Flask CLI commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def dispatcher_client(
+    request: pytest.FixtureRequest, app_config: dict[str, Any], _dispatcher_tenants: Workspace
+) -> Iterator[Client]:
+    """A test client of the whole dispatcher: every enabled tenant, on temporary folders."""
+    workspace = _dispatcher_tenants
+    # In a per-tenant test, that tenant is the test's own (same folder and database as `app`).
+    own = request.getfixturevalue("tenant") if "tenant" in request.fixturenames else None
+    root = workspace.test_root(request)
+    placed: list[TenantConfig] = []
+    tenants = []
+    for unplaced in workspace.tenant_set.tenants:
+        if own is not None and unplaced.name == own.name:
+            tenants.append(own)
+        elif unplaced.enabled and unplaced.maintenance is None:
+            placed.append(workspace.fresh(unplaced.name, app_config, root))
+            tenants.append(placed[-1])
+        else:  # never built: moved off the real instance/ all the same
+            tenants.append(dataclasses.replace(unplaced, instance_path=str(root / unplaced.name)))
+    tenant_set = dataclasses.replace(
+        workspace.tenant_set, tenants=tuple(tenants), instance_root=str(root)
+    )
+    # Not watching the tenants file: an edit during the run must not reload the real folders.
+    dispatcher = Dispatcher(tenant_set, watch=False)
+    yield Client(dispatcher)
+    for handle in dispatcher.tenants.values():
+        if handle.app is not None:
+            dispose(handle.app)
+    for fresh in placed:
+        workspace.release(fresh)
+
+
+@pytest.fixture(scope="session")
+def _dispatcher_tenants(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workspace]:
+    """The session's tenants file, templates and temporary folders (private)."""
+    tenant_set = pytestconfig.stash[STATE].load()
+    if tenant_set is None:  # first needed here, past collection: the test errors, not the run
+        pytest.fail("\n".join(pytestconfig.stash[STATE].errors), pytrace=False)
+    workspace = Workspace(tenant_set, tmp_path_factory.mktemp("dispatcher"))
+    yield workspace
+    workspace.close()
