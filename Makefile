@@ -25,3 +25,13 @@ $(INSTALLED): requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# `make bench`: the scale benchmarks of issue 8 (about 8 minutes on 2 cores), written into
+# docs/benchmarks.md and docs/benchmarks.png. Installs wrk (Debian) when missing; options go
+# in BENCH_ARGS, e.g. `make bench BENCH_ARGS="--rounds 5"` (see bench/bench_scale.py --help).
+.PHONY: bench
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+bench: $(INSTALLED)
+	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(BIN)/python bench/bench_scale.py $(BENCH_ARGS)
