@@ -55,6 +55,7 @@ class Checker:
         self.modules: dict[str, str | None] = {}
         self.claims: list[Claim] = []
         self.broken_defaults: set[Any] = set()  # fields of defaults with a problem
+        self._defaults_fields: dict[str, Any] | None = None
         # Fields already reported while parsing (a missing ${VAR}): not reported twice.
         self.parse_problems = {p.path for p in doc.problems}
 
@@ -106,7 +107,7 @@ class Checker:
         broken = self.broken_fields(at) | self.broken_defaults
         claim = Claim(name, f"{self.doc.file}:{self.doc.line(at)}")
         self.claims.append(claim)
-        merged = {**defaults.model_dump(exclude_none=True), **spec.model_dump(exclude_none=True)}
+        merged = {**self.defaults_fields(defaults), **spec.model_dump(exclude_none=True)}
         config = {**(defaults.config or {}), **(spec.config or {})}
         if spec.config and isinstance(spec.config.get("SECRET_KEY"), str):
             claim.secret = (
@@ -140,6 +141,12 @@ class Checker:
             maintenance=maintenance["retry_after"] if maintenance is not None else None,
             source=claim.source,
         )
+
+    def defaults_fields(self, defaults: Defaults) -> dict[str, Any]:
+        """``defaults`` as a dict, computed once per file rather than once per tenant."""
+        if self._defaults_fields is None:
+            self._defaults_fields = defaults.model_dump(exclude_none=True)
+        return self._defaults_fields
 
     def broken_fields(self, at: Path) -> set[Any]:
         """The fields directly under ``at`` that already have a problem."""

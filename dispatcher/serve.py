@@ -39,6 +39,9 @@ def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
     workers already serve an earlier, valid version of the file serves that version.
     """
     configure_logging()
+    # The modules imported so far live as long as the process: keep the collections that
+    # loading a large file triggers from scanning them again and again.
+    gc.freeze()
     try:
         tenant_set = load_tenants(tenants_file)
     except ConfigError as error:
