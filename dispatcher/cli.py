@@ -273,7 +273,9 @@ def copy_db(ctx: click.Context, name: str, target: str) -> None:
     try:
         copied = copy_database(tenant_set, tenant, target)
     except Exception as e:
-        raise click.ClickException(f"{name}: copy failed, nothing changed: {e}") from None
+        raise click.ClickException(
+            f"{name}: copy failed, the source database is untouched: {e}"
+        ) from None
     finally:
         current_tenant.reset(token)
     for table, rows in copied:

@@ -36,7 +36,8 @@ ECHO_TENANTS = """
 """
 
 
-def _snapshot(folder: Path) -> str:
+def snapshot(folder: Path) -> str:
+    """A digest of every path and file content under ``folder``."""
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         digest.update(str(path.relative_to(folder)).encode())
@@ -48,9 +49,9 @@ def _snapshot(folder: Path) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def real_instance_untouched() -> Iterator[None]:
     """Nothing a test does may create, change or delete anything in the real instance/."""
-    before = _snapshot(ROOT / "instance")
+    before = snapshot(ROOT / "instance")
     yield
-    assert _snapshot(ROOT / "instance") == before, "a test changed the real instance/ folder"
+    assert snapshot(ROOT / "instance") == before, "a test changed the real instance/ folder"
 
 
 @pytest.fixture(autouse=True)

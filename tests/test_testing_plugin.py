@@ -8,7 +8,6 @@ second app ``shop.admin``), a tenants.yaml, and a root conftest.py that enables 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import textwrap
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from pathlib import Path
 # when it ends; SQLAlchemy cannot be imported a second time, so it is imported for good here.
 import flask_sqlalchemy  # noqa: F401
 import pytest
+
+from tests.conftest import snapshot
 
 with contextlib.suppress(ImportError):  # the same holds for psycopg's C extension
     import psycopg  # noqa: F401
@@ -605,12 +606,3 @@ def test_postgresql_tenant_is_skipped_without_psycopg(project: pytest.Pytester) 
             "pip install 'psycopg[[]binary[]]' to test it on a throwaway database"
         ]
     )
-
-
-def snapshot(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
