@@ -11,7 +11,8 @@ See README.md and docs/ for tenants.yaml, the CLI (``python -m dispatcher``), th
 
 from __future__ import annotations
 
-from .build import BuildError, TenantApp, build_app
+from .build import TenantApp, build_app
+from .errors import BuildError, DispatcherError, IsolationError
 from .problems import ConfigError, Problem
 from .routing import Dispatcher
 from .serve import create_dispatcher, flask_app
@@ -22,6 +23,8 @@ __all__ = [
     "BuildError",
     "ConfigError",
     "Dispatcher",
+    "DispatcherError",
+    "IsolationError",
     "Problem",
     "TenantApp",
     "TenantConfig",

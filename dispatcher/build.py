@@ -13,27 +13,33 @@ every :data:`RETRY_SECONDS`), and runs each request in the tenant's logging cont
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from flask import Flask
 from werkzeug.exceptions import ServiceUnavailable
 
-from .database import answer_503_when_database_fails, create_new_schema, ensure_database
+from .database import (
+    answer_503_when_database_fails,
+    create_new_schema,
+    dispose_engines,
+    ensure_database,
+)
 from .database import app_engines as app_engines  # re-exported: tests and plugins use it
+from .errors import BuildError
 from .isolation import (
-    IsolationError,
     check_instance_path,
     ensure_secret_key,
     harden_sqlite,
     isolate_session_cookie,
     make_instance_folder,
 )
-from .logs import current_tenant, use_dispatcher_logging
+from .logs import current_tenant, tenant_context, use_dispatcher_logging
 from .tenant import TenantConfig
 
 if TYPE_CHECKING:
@@ -43,10 +49,6 @@ log = logging.getLogger("dispatcher")
 
 #: A tenant whose build failed is tried again on a request at most this often.
 RETRY_SECONDS = 30.0
-
-
-class BuildError(IsolationError):
-    """A factory that gave no usable app; the tenant answers 503 and the reason is logged."""
 
 
 def build_app(
@@ -82,6 +84,19 @@ def build_app(
         engine.dispose()
     app.extensions["dispatcher"] = tenant
     return app
+
+
+@contextlib.contextmanager
+def built_app(tenant: TenantConfig, **options: bool) -> Iterator[Flask]:
+    """A tenant's app for the length of a block (a command's work on it), logging as the
+    tenant; its pooled connections are closed afterwards. ``options`` go to :func:`build_app`.
+    """
+    with tenant_context(tenant.name):
+        app = build_app(tenant, **options)
+        try:
+            yield app
+        finally:
+            dispose_engines(app)
 
 
 class TenantApp:
@@ -126,7 +141,7 @@ class TenantApp:
             token = current_tenant.set(self.name)
             try:
                 self.app = self.builder(self.tenant)
-            except IsolationError as e:  # our own refusal: the reason says it all
+            except BuildError as e:  # our own refusal: the reason says it all
                 self._failed_at, self.error = now, str(e)
                 log.error("tenant '%s' refused, it answers 503: %s", self.name, e)
             except Exception as e:

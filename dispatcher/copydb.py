@@ -22,15 +22,12 @@ from sqlalchemy.engine import Connection, Engine
 from . import rules
 from .build import build_app
 from .database import app_engines
-from .migrate import held
+from .errors import CopyError
+from .holds import held
 from .spec import TenantSet
 from .tenant import TenantConfig
 
 BATCH = 1000
-
-
-class CopyError(Exception):
-    """The copy cannot be done or did not verify; the source is untouched."""
 
 
 def copy_database(
@@ -47,7 +44,7 @@ def copy_database(
     try:
         tables = _tables(source_app)
         source, destination = _engine(source_app), _engine(target_app)
-        with held(tenant_set, tenant.name):
+        with held(tenant_set, tenant.name, "copying"):
             with source.connect() as read, destination.begin() as write:
                 _check_empty(write, tables)
                 copied = [(table.name, _copy_table(read, write, table)) for table in tables]

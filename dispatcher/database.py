@@ -37,6 +37,12 @@ def app_engines(app: Flask) -> list[Engine]:
         return list(db.engines.values())
 
 
+def dispose_engines(app: Flask) -> None:
+    """Close every pooled connection of the app's engines now, not at a later collection."""
+    for engine in app_engines(app):
+        engine.dispose()
+
+
 def migrations_folder(app: Flask) -> str | None:
     """The app's Alembic folder if it uses Flask-Migrate, else ``None``."""
     config = app.extensions.get("migrate")

@@ -23,18 +23,12 @@ from flask import Config, Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from .errors import IsolationError
 from .tenant import TenantConfig
 
 SECRET_KEY_FILE = "secret_key"
 #: Milliseconds a SQLite connection waits for another's write lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-class IsolationError(Exception):
-    """A tenant app that cannot be isolated: it is refused (503) and the reason logged.
-
-    :class:`dispatcher.build.BuildError` derives from it, so one ``except`` covers both.
-    """
 
 
 def make_instance_folder(path: str) -> None:

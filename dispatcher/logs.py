@@ -12,9 +12,10 @@ stderr (uWSGI's log), one line per record::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -72,7 +73,11 @@ def use_dispatcher_logging(logger: logging.Logger) -> None:
         logger.removeHandler(default_handler)
 
 
-def tenant_context(name: str) -> Callable[[], None]:
-    """Enter ``name``'s logging context; call the returned function to leave it."""
+@contextlib.contextmanager
+def tenant_context(name: str) -> Iterator[None]:
+    """Log as tenant ``name`` inside the block (building its app, running a command on it)."""
     token = current_tenant.set(name)
-    return lambda: current_tenant.reset(token)
+    try:
+        yield
+    finally:
+        current_tenant.reset(token)

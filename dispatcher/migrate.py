@@ -13,7 +13,6 @@ global to a process, so two migrations cannot run in threads at once::
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import time
@@ -30,11 +29,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from . import reload
 from .build import build_app
 from .database import app_engines, migrations_folder, upgrade_to_head
+from .holds import held
 from .logs import current_tenant
-from .reload import HOLDS_FOLDER
 from .spec import TenantSet
 from .tenant import TenantConfig
 
@@ -101,25 +99,6 @@ def _alembic_config(folder: str) -> Config:
     return config
 
 
-@contextlib.contextmanager
-def held(tenant_set: TenantSet, name: str) -> Iterator[None]:
-    """Put a tenant in maintenance (503) on every worker for the duration of the block.
-
-    Workers look at the holds folder at most once a second, on a request; waiting a little
-    longer than that before going on means no request reaches the app once the block runs.
-    """
-    folder = os.path.join(tenant_set.instance_root, HOLDS_FOLDER)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    marker = os.path.join(folder, name)
-    with open(marker, "w") as f:
-        f.write(f"migrating, pid {os.getpid()}\n")
-    try:
-        time.sleep(reload.CHECK_INTERVAL + 0.2)
-        yield
-    finally:
-        os.unlink(marker)
-
-
 def migrate_tenant(tenant_set: TenantSet, tenant: TenantConfig, dry_run: bool = False) -> Result:
     """Upgrade one tenant's database to head; never raises, the result says what happened."""
     started = time.perf_counter()
@@ -136,7 +115,7 @@ def migrate_tenant(tenant_set: TenantSet, tenant: TenantConfig, dry_run: bool = 
         elif dry_run:
             status = "would upgrade"
         else:
-            with held(tenant_set, tenant.name):
+            with held(tenant_set, tenant.name, "migrating"):
                 upgrade_to_head(app)
             status = "ok"
         after = {"ok": current_revision(app), "would upgrade": head}.get(status, before)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .errors import DispatcherError
+
 #: A position in the parsed document: ``("tenants", "acme", "path")``.
 Path = tuple[str | int, ...]
 
@@ -56,7 +58,7 @@ class Problem:
         return f"{place}{kind}{self.message}" + (f". {self.fix}" if self.fix else "")
 
 
-class ConfigError(Exception):
+class ConfigError(DispatcherError):
     """A tenants file that cannot be used. ``str()`` lists every problem, one per line."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from .holds import CHECK_INTERVAL, holds_folder
 from .problems import ConfigError
 from .spec import TenantSet, load_tenants
 from .tenant import TenantConfig
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dispatcher")
 
-#: Seconds between two looks at the file, per worker.
-CHECK_INTERVAL = 1.0
-#: A folder under the instance root: a file named after a tenant in it puts that tenant in
-#: maintenance on every worker (``python -m dispatcher migrate`` does this while it works).
-HOLDS_FOLDER = ".maintenance"
 #: A copy, under the instance root, of the tenants file as the server last loaded it:
 #: ``python -m dispatcher diff`` compares the edited file with it.
 RUNNING_FILE = ".running-tenants.yaml"
@@ -164,7 +160,7 @@ class Reloader:
     def __init__(self, dispatcher: Dispatcher, file: str, instance_root: str) -> None:
         self.dispatcher = dispatcher
         self.file = file
-        self.holds_folder = os.path.join(instance_root, HOLDS_FOLDER)
+        self.holds_folder = holds_folder(instance_root)
         self._seen = _signature(file)
         self._holds_seen: object = object()  # never equal: the first look always lists
         self._next_check = time.monotonic() + CHECK_INTERVAL

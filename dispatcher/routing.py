@@ -27,7 +27,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
 
-from .build import BuildError, TenantApp, build_app
+from .build import TenantApp, build_app
+from .errors import BuildError
 from .eviction import EvictableTenantApp, LiveApps
 from .logs import install_record_factory
 from .reload import Reloader, record_running

@@ -373,3 +373,16 @@ def test_module_help_lists_commands() -> None:
         "shell",
         "exec",
     }
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_tenants_file_option_before_or_after_the_command(
+    write_tenants: WriteTenants, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """DESIGN 6: ``-f`` is accepted before or after the command, and wins over the default."""
+    file = write_tenants(BAD, name="elsewhere.yaml")
+    monkeypatch.chdir(tmp_path)  # ./tenants.yaml (the default) does not exist here
+    argv = ["-f", str(file), "check"] if where == "before" else ["check", "-f", str(file)]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1
+    assert f"{file}: 5 error(s)" in result.output
