@@ -11,13 +11,14 @@ See README.md and docs/ for tenants.yaml, the CLI (``python -m dispatcher``), th
 
 from __future__ import annotations
 
-from .build import TenantApp, build_app
+from .build import build_app
 from .errors import BuildError, DispatcherError, IsolationError
 from .problems import ConfigError, Problem
 from .routing import Dispatcher
 from .serve import create_dispatcher, flask_app
 from .spec import TenantSet, check_tenants, load_tenants
 from .tenant import TenantConfig
+from .tenantapp import TenantApp
 
 __all__ = [
     "BuildError",

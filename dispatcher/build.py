@@ -1,89 +1,144 @@
-"""Build one tenant's app from its factory, and keep it behind a WSGI handle that never fails.
+"""Build one tenant's app from its factory, inside a boundary its code cannot break out of.
 
-:func:`build_app` imports the tenant's module, calls its factory, applies the isolation rules
-of :mod:`dispatcher.isolation` and creates the schema of a new database. :class:`TenantApp` is
-what the routing table holds for a tenant: it builds the app at boot or on the first request
-(``lazy``), answers 503 while the tenant is in maintenance or its build failed (retried at most
-every :data:`RETRY_SECONDS`), and runs each request in the tenant's logging context::
+:func:`build_app` imports the tenant's module and calls its factory (and, for a new database,
+the app's schema creation), then makes the app safe to serve (:mod:`dispatcher.isolation`):
+its own secret key and session cookie, and engines and instance folder checked to be its own.
+Everything tenant code raises there, ``SystemExit`` included, becomes a :class:`BuildError`
+for that tenant alone: a worker never exits because of a tenant's factory. The whole build
+holds a lock file in the tenant's instance folder, so the workers of a node that boot together
+build a tenant one at a time (a factory that creates its own tables cannot race itself)::
 
-    handle = TenantApp(tenant_config)
-    handle.build()                       # at boot, for eager tenants
-    response = handle(environ, start_response)
+    app = build_app(tenant_config)           # or raises BuildError / IsolationError
+    with built_app(tenant_config) as app:    # a command's work on one tenant
+        ...
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
-import logging
+import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from flask import Flask
-from werkzeug.exceptions import ServiceUnavailable
 
 from .database import (
     answer_503_when_database_fails,
+    app_engines,
     create_new_schema,
     dispose_engines,
     ensure_database,
 )
-from .database import app_engines as app_engines  # re-exported: tests and plugins use it
 from .errors import BuildError
 from .isolation import (
+    check_databases,
     check_instance_path,
     ensure_secret_key,
     harden_sqlite,
     isolate_session_cookie,
     make_instance_folder,
 )
-from .logs import current_tenant, tenant_context, use_dispatcher_logging
+from .logs import tenant_context, use_dispatcher_logging
 from .tenant import TenantConfig
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+__all__ = ["BuildError", "TenantCodeError", "app_engines", "build_app", "built_app"]
 
-log = logging.getLogger("dispatcher")
+#: In each instance folder: held for the whole of a build, by whichever process builds.
+BUILD_LOCK = ".build.lock"
 
-#: A tenant whose build failed is tried again on a request at most this often.
-RETRY_SECONDS = 30.0
+
+class TenantCodeError(BuildError):
+    """The tenant's own code (module import, factory, schema creation) raised; its traceback is
+    the ``__cause__``."""
 
 
 def build_app(
     tenant: TenantConfig, *, create_schema: bool = True, create_database: bool = False
 ) -> Flask:
-    """Import and call the tenant's factory, isolate the app, create a new database's schema.
+    """Import and call the tenant's factory, check and isolate the app, create a new schema.
 
-    With ``create_database``, a missing PostgreSQL database is created first.
+    With ``create_database``, a missing PostgreSQL database is created first. Raises
+    :class:`BuildError` (:class:`~dispatcher.errors.IsolationError` for an app that could
+    reach another tenant's data, :class:`TenantCodeError` when the tenant's code raised).
     """
     make_instance_folder(tenant.instance_path)
-    if create_database:
-        ensure_database(tenant.database_uri)
-    module = importlib.import_module(tenant.module)
-    factory = getattr(module, tenant.factory, None)
-    if not callable(factory):
-        raise BuildError(f"module '{tenant.module}' has no factory '{tenant.factory}'")
-    app = factory(tenant)
-    if not isinstance(app, Flask):
-        raise BuildError(f"factory '{tenant.app}' returned {type(app).__name__}, not a Flask app")
+    with _build_lock(tenant.instance_path):
+        if create_database:
+            ensure_database(tenant.database_uri)
+        with tenant_code(f"importing '{tenant.module}'"):
+            module = importlib.import_module(tenant.module)
+        factory = getattr(module, tenant.factory, None)
+        if not callable(factory):
+            raise BuildError(f"module '{tenant.module}' has no factory '{tenant.factory}'")
+        with tenant_code(f"its factory '{tenant.app}'"):
+            app = factory(tenant)
+        if not isinstance(app, Flask):
+            raise BuildError(
+                f"factory '{tenant.app}' returned {type(app).__name__}, not a Flask app"
+            )
+        try:
+            _make_safe(app, tenant)
+            if create_schema:
+                with tenant_code("creating its schema"):
+                    create_new_schema(app, module)
+        finally:
+            # No connection opened while building may outlive it: a uWSGI master that builds
+            # before forking must not hand one socket to several workers.
+            dispose_engines(app)
+    app.extensions["dispatcher"] = tenant
+    return app
+
+
+def _make_safe(app: Flask, tenant: TenantConfig) -> None:
+    """Check what the app really uses, then give it its own key, cookie and SQLite settings."""
     check_instance_path(app, tenant)
+    engines = app_engines(app)
+    check_databases(app, tenant, engines)
     ensure_secret_key(app, tenant)
     isolate_session_cookie(app, tenant)
     use_dispatcher_logging(app.logger)
     answer_503_when_database_fails(app)
-    engines = app_engines(app)
     for engine in engines:
         harden_sqlite(engine)
-    if create_schema:
-        create_new_schema(app, module)
-    for engine in engines:
-        # No connection opened while building may outlive it: a uWSGI master that builds
-        # before forking must not hand one socket to several workers.
-        engine.dispose()
-    app.extensions["dispatcher"] = tenant
-    return app
+
+
+@contextlib.contextmanager
+def tenant_code(what: str) -> Iterator[None]:
+    """Run tenant code: anything it raises, ``SystemExit`` included, is a :class:`BuildError`.
+
+    Only an operator's Ctrl-C (``KeyboardInterrupt`` in the main thread of a process that is
+    not a uWSGI worker: the dev server, a command) goes through, so a build can be stopped.
+    """
+    try:
+        yield
+    except BuildError:
+        raise
+    except KeyboardInterrupt:
+        if _operator_can_interrupt():
+            raise
+        raise TenantCodeError(f"{what} raised KeyboardInterrupt") from None
+    except BaseException as e:  # SystemExit, GeneratorExit and every Exception: contained
+        detail = f": {e}" if str(e) else ""
+        raise TenantCodeError(f"{what} raised {type(e).__name__}{detail}") from e
+
+
+def _operator_can_interrupt() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False  # signals reach the main thread only: this one came from tenant code
+    try:
+        import uwsgi  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _build_lock(folder: str) -> Iterator[None]:
+    with open(os.path.join(folder, BUILD_LOCK), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 @contextlib.contextmanager
@@ -97,79 +152,3 @@ def built_app(tenant: TenantConfig, **options: bool) -> Iterator[Flask]:
             yield app
         finally:
             dispose_engines(app)
-
-
-class TenantApp:
-    """A tenant's entry in the routing table: its app once built, or a 503 until then."""
-
-    def __init__(
-        self,
-        tenant: TenantConfig,
-        builder: Callable[[TenantConfig], Flask] = build_app,
-    ) -> None:
-        self.tenant = tenant
-        self.name = tenant.name
-        self.builder = builder
-        self.app: Flask | None = None
-        self.error: str | None = None
-        self._failed_at: float | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def state(self) -> str:
-        """``ready``, ``failed``, ``maintenance`` or ``lazy`` (not built yet)."""
-        if self.app is not None:
-            return "ready"
-        if self.tenant.maintenance is not None:
-            return "maintenance"
-        return "failed" if self.error is not None else "lazy"
-
-    def build(self) -> Flask | None:
-        """Build the app unless built, in maintenance, or failed less than 30 s ago.
-
-        One lock per tenant: concurrent first requests build once, and a slow tenant never
-        blocks another.
-        """
-        if self.tenant.maintenance is not None:
-            return None
-        with self._lock:
-            if self.app is not None:  # built by another request while this one waited
-                return self.app
-            now = time.monotonic()
-            if self._failed_at is not None and now - self._failed_at < RETRY_SECONDS:
-                return None
-            token = current_tenant.set(self.name)
-            try:
-                self.app = self.builder(self.tenant)
-            except BuildError as e:  # our own refusal: the reason says it all
-                self._failed_at, self.error = now, str(e)
-                log.error("tenant '%s' refused, it answers 503: %s", self.name, e)
-            except Exception as e:
-                self._failed_at, self.error = now, f"{type(e).__name__}: {e}"
-                log.exception("tenant '%s' failed to build; it answers 503", self.name)
-            else:
-                self.error = None
-                log.debug("tenant '%s' built", self.name)
-            finally:
-                current_tenant.reset(token)
-        return self.app
-
-    def close(self) -> None:
-        """Release the app's pooled connections: a reload removed or replaced this tenant.
-
-        Requests still running on the app keep the connections they hold until they finish.
-        """
-        if self.app is not None:
-            for engine in app_engines(self.app):
-                engine.dispose()
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        app = self.app or self.build()
-        if app is None:
-            retry_after = self.tenant.maintenance or int(RETRY_SECONDS)
-            return ServiceUnavailable(retry_after=retry_after)(environ, start_response)
-        token = current_tenant.set(self.name)
-        try:
-            return app(environ, start_response)
-        finally:
-            current_tenant.reset(token)

@@ -9,10 +9,6 @@ otherwise with the package's ``init_db(app)`` or Flask-SQLAlchemy's ``create_all
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app
@@ -23,9 +19,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import ServiceUnavailable
-
-#: In each instance folder: held while a worker creates the tenant's schema.
-SCHEMA_LOCK = ".schema.lock"
 
 
 def app_engines(app: Flask) -> list[Engine]:
@@ -68,13 +61,12 @@ def create_new_schema(app: Flask, module: Any) -> None:
     runs when the database has no tables yet, or Flask-SQLAlchemy's ``create_all()`` creates
     whatever tables are missing.
 
-    Several workers may build a new tenant at the same moment (uWSGI's lazy-apps boots them
-    together): a lock file in the instance folder lets one create the schema while the others
-    wait, then find it there.
+    Call it with the instance folder's build lock held (:func:`dispatcher.build.build_app`
+    does): workers booting together then create the schema once.
     """
     db = app.extensions.get("sqlalchemy")
     init_db = getattr(module, "init_db", None)
-    with app.app_context(), _schema_lock(app.instance_path):
+    with app.app_context():
         if db is not None and migrations_folder(app) is not None:
             if not inspect(db.engine).get_table_names():
                 upgrade_to_head(app)
@@ -83,13 +75,6 @@ def create_new_schema(app: Flask, module: Any) -> None:
                 init_db(app)
         elif db is not None:
             db.create_all()
-
-
-@contextlib.contextmanager
-def _schema_lock(folder: str) -> Iterator[None]:
-    with open(os.path.join(folder, SCHEMA_LOCK), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
-        yield
 
 
 _EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")

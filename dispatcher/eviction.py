@@ -1,14 +1,15 @@
 """Idle eviction of lazy tenants: memory grows with the tenants in use, not the tenants that exist.
 
-With ``idle_timeout`` and/or ``max_live_apps`` at the top of tenants.yaml, each lazy tenant's
-handle is an :class:`EvictableTenantApp`: it counts the requests in flight (until the response
-is closed, so a streaming response counts too) and when it was last used. :class:`LiveApps`
-drops apps idle longer than ``idle_timeout`` (on the dispatcher's once-a-second tick) and, past
-``max_live_apps`` built apps, the least recently used ones (when another is built). A tenant
-with a request in flight is never evicted; an evicted tenant is rebuilt on its next request::
+With ``idle_timeout`` and/or ``max_live_apps`` at the top of tenants.yaml, :class:`LiveApps`
+keeps track of the lazy tenants whose app is built. Once a second (on the dispatcher's
+background thread) it notes which were used and drops the apps idle longer than
+``idle_timeout``; when another is built past ``max_live_apps``, the least recently used ones
+go. A tenant with a request in flight is never evicted (:meth:`TenantApp.evict`); an evicted
+tenant is rebuilt on its next request. Nothing here runs on the request path::
 
     live = LiveApps(idle_timeout=900, max_live_apps=1000)
-    handle = EvictableTenantApp(tenant, builder, live)
+    handle = TenantApp(tenant, builder, on_built=live.built)
+    live.sweep()                        # once a second
 """
 
 from __future__ import annotations
@@ -16,18 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
-from flask import Flask
-from werkzeug.wsgi import ClosingIterator
-
-from .build import TenantApp
-from .database import app_engines
-from .tenant import TenantConfig
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+from .tenantapp import TenantApp
 
 log = logging.getLogger("dispatcher")
 
@@ -38,14 +29,21 @@ class LiveApps:
     def __init__(self, idle_timeout: int | None, max_live_apps: int | None) -> None:
         self.idle_timeout = idle_timeout
         self.max_live_apps = max_live_apps
-        self.apps: dict[str, EvictableTenantApp] = {}
+        self.apps: dict[str, TenantApp] = {}
         self._lock = threading.Lock()
 
-    def built(self, handle: EvictableTenantApp) -> None:
+    @property
+    def enabled(self) -> bool:
+        return self.idle_timeout is not None or self.max_live_apps is not None
+
+    def built(self, handle: TenantApp) -> None:
         """Count a newly built app; past the cap, evict the least recently used idle ones."""
         with self._lock:
             self.apps[handle.name] = handle
             over = len(self.apps) - (self.max_live_apps or len(self.apps))
+            if over <= 0:
+                return
+            self._note_use(time.monotonic())
             candidates = sorted(
                 (h for h in self.apps.values() if h is not handle), key=lambda h: h.last_used
             )
@@ -53,77 +51,36 @@ class LiveApps:
         for candidate in candidates:
             if evicted >= over:
                 break
-            if self.evict(candidate, idle_since=None):
-                evicted += 1
+            evicted += self.evict(candidate)
 
     def sweep(self) -> int:
-        """Evict every app idle for longer than ``idle_timeout``; return how many."""
+        """Note which apps were used; evict those idle longer than ``idle_timeout``."""
+        now = time.monotonic()
+        with self._lock:
+            self._note_use(now)
+            handles = list(self.apps.values())
         if self.idle_timeout is None:
             return 0
-        cutoff = time.monotonic() - self.idle_timeout
-        # No gc.collect() here: this runs on a request thread, and a full collection over many
-        # live apps pauses it for ~200 ms; the collector reclaims evicted apps in its own time.
-        return sum(self.evict(h, idle_since=cutoff) for h in list(self.apps.values()))
+        cutoff = now - self.idle_timeout
+        # No gc.collect() here: a full collection over many live apps pauses every thread of
+        # the worker for ~200 ms; the collector reclaims evicted apps in its own time.
+        return sum(self.evict(h) for h in handles if h.last_used < cutoff)
 
-    def evict(self, handle: EvictableTenantApp, idle_since: float | None) -> bool:
-        if not handle.evict(idle_since):
+    def _note_use(self, now: float) -> None:
+        for handle in self.apps.values():
+            if handle.used or handle.flight:
+                handle.used = False
+                handle.last_used = now
+
+    def evict(self, handle: TenantApp) -> bool:
+        if not handle.evict():
             return False
-        with self._lock:
-            if self.apps.get(handle.name) is handle:
-                del self.apps[handle.name]
+        self.forget(handle)
         log.info("tenant '%s' evicted (idle); it is rebuilt on its next request", handle.name)
         return True
 
     def forget(self, handle: TenantApp) -> None:
-        """A reload removed or replaced this tenant."""
+        """The app is gone (evicted, or a reload removed or replaced the tenant)."""
         with self._lock:
             if self.apps.get(handle.name) is handle:
                 del self.apps[handle.name]
-
-
-class EvictableTenantApp(TenantApp):
-    """A lazy tenant's handle that knows when it is in use, so it can be evicted safely."""
-
-    def __init__(
-        self, tenant: TenantConfig, builder: Callable[[TenantConfig], Flask], live: LiveApps
-    ) -> None:
-        super().__init__(tenant, builder)
-        self.live = live
-        self.in_flight = 0
-        self.last_used = time.monotonic()
-        self._count_lock = threading.Lock()
-
-    def build(self) -> Flask | None:
-        fresh = self.app is None
-        app = super().build()
-        if fresh and app is not None:
-            self.live.built(self)
-        return app
-
-    def evict(self, idle_since: float | None) -> bool:
-        """Drop the app unless a request is in flight or it was used after ``idle_since``."""
-        with self._count_lock:
-            app = self.app
-            if app is None or self.in_flight:
-                return False
-            if idle_since is not None and self.last_used > idle_since:
-                return False
-            self.app = None
-        for engine in app_engines(app):
-            engine.dispose()
-        return True
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        with self._count_lock:
-            self.in_flight += 1
-            self.last_used = time.monotonic()
-        try:
-            body = super().__call__(environ, start_response)
-        except BaseException:
-            self._finished()
-            raise
-        return ClosingIterator(body, self._finished)
-
-    def _finished(self) -> None:
-        with self._count_lock:
-            self.in_flight -= 1

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .spec import TenantSet
 
+from .watch import file_signature
+
 #: A folder under the instance root: a file named after a tenant in it holds that tenant.
 HOLDS_FOLDER = ".maintenance"
 #: Seconds between two looks at the holds folder, per worker.
@@ -37,6 +39,22 @@ def held_names(instance_root: str) -> frozenset[str]:
         return frozenset(os.listdir(holds_folder(instance_root)))
     except OSError:
         return frozenset()
+
+
+class HoldsWatcher:
+    """Notices holds put or released: lists the folder only when it changed."""
+
+    def __init__(self, instance_root: str) -> None:
+        self.folder = holds_folder(instance_root)
+        self._seen: object = object()  # never equal: the first look always lists
+
+    def changed(self) -> frozenset[str] | None:
+        """The held tenants if they may have changed since the last call, else ``None``."""
+        signature = file_signature(self.folder)
+        if signature == self._seen:
+            return None
+        self._seen = signature
+        return held_names(os.path.dirname(self.folder))
 
 
 @contextlib.contextmanager

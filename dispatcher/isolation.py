@@ -9,11 +9,15 @@ Isolation is built in here rather than left to each factory's good manners:
   their path, and no tenant may widen it to a parent domain.
 - :func:`harden_sqlite`: SQLite engines run in WAL mode with a busy timeout, and begin every
   transaction with ``BEGIN IMMEDIATE`` so a read-then-write never fails "database is locked".
+- :func:`check_instance_path` and :func:`check_databases`: what the app *really* uses, with
+  symlinks resolved, must be the tenant's own folder and database, never another tenant's.
+- :class:`SecretKeys`: no two tenants of one dispatcher may end up with the same key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
@@ -21,9 +25,10 @@ from typing import Any
 
 from flask import Config, Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 
 from .errors import IsolationError
+from .rules import database_key
 from .tenant import TenantConfig
 
 SECRET_KEY_FILE = "secret_key"
@@ -38,12 +43,87 @@ def make_instance_folder(path: str) -> None:
 
 
 def check_instance_path(app: Flask, tenant: TenantConfig) -> None:
-    """Refuse an app that ignored the instance folder it was given: it could share files."""
+    """Refuse an app that does not keep its files in the tenant's own instance folder.
+
+    The app must use the folder it was given, and that folder, symlinks resolved, must be its
+    own: not another tenant's (``instance/b -> instance/a``), nor one that another tenant's
+    folder also resolves to (two folders linked to one place on another disk).
+    """
     if os.path.realpath(app.instance_path) != os.path.realpath(tenant.instance_path):
         raise IsolationError(
             f"the factory's app uses instance_path {app.instance_path!r}, not the tenant's "
             f"{tenant.instance_path!r}; pass instance_path=tenant_config.instance_path to Flask()"
         )
+    folder = os.path.normpath(tenant.instance_path)
+    root, name = os.path.split(folder)
+    real, real_root = os.path.realpath(folder), os.path.realpath(root)
+    if real == os.path.join(real_root, name):
+        return  # the common case: no symlink of its own (the root may be one)
+    if _inside(real, real_root):
+        raise IsolationError(
+            f"its instance folder {folder} resolves to {real}, another tenant's folder; "
+            "give each tenant its own folder (remove the symlink)"
+        )
+    with os.scandir(root) as entries:  # linked elsewhere: no other folder may link there too
+        twins = [
+            e.path
+            for e in entries
+            if e.name != name and e.is_symlink() and os.path.realpath(e.path) == real
+        ]
+    if twins:
+        raise IsolationError(
+            f"its instance folder {folder} and {twins[0]} both resolve to {real}; "
+            "give each tenant its own folder"
+        )
+
+
+def check_databases(app: Flask, tenant: TenantConfig, engines: list[Engine]) -> None:
+    """Refuse an app whose engines (binds included) reach anything but the tenant's database.
+
+    What is checked is the engine the app really has, after its factory and instance
+    ``config.py`` ran: a SQLite file must be the tenant's own (or another file in its own
+    instance folder), symlinks resolved; any other backend must be the tenant's server and
+    database. In-memory SQLite is private to the app and always fine.
+    """
+    own = make_url(tenant.database_uri)
+    for engine in engines:
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            _check_sqlite_file(url, own, tenant)
+        elif database_key(url) != database_key(own):
+            raise IsolationError(
+                f"its app uses the database {url.render_as_string(hide_password=True)}, not "
+                f"the tenant's own {own.render_as_string(hide_password=True)}; the database is "
+                "set with 'database:' in tenants.yaml (a password belongs in ${VAR}), never "
+                "SQLALCHEMY_DATABASE_URI/SQLALCHEMY_BINDS"
+            )
+
+
+def _check_sqlite_file(url: URL, own: URL, tenant: TenantConfig) -> None:
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return
+    file = os.path.normpath(os.path.join(tenant.instance_path, url.database or ""))
+    folder = os.path.normpath(tenant.instance_path)
+    own_file = os.path.normpath(own.database or "") if own.get_backend_name() == "sqlite" else ""
+    if file != own_file and not _inside(file, folder):
+        raise IsolationError(
+            f"its app uses the SQLite file {file}, not the tenant's own {own_file or own}; the "
+            "database is set with 'database:' in tenants.yaml, never SQLALCHEMY_DATABASE_URI"
+        )
+    real = os.path.realpath(file)
+    # A file in the instance folder may resolve anywhere inside that folder's real place. A
+    # file elsewhere (`database: sqlite:////var/db/{name}.db`) must be reached with no symlink
+    # at all: another tenant's file could be reached through one the same way.
+    if real == file or _inside(real, os.path.realpath(folder)):
+        return
+    raise IsolationError(
+        f"its database file {file} resolves to {real}, outside its own instance folder; "
+        "remove the symlink (or point 'database:' at the real file)"
+    )
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder + os.sep)
 
 
 def ensure_secret_key(app: Flask, tenant: TenantConfig) -> None:
@@ -52,6 +132,35 @@ def ensure_secret_key(app: Flask, tenant: TenantConfig) -> None:
     key = app.config.get("SECRET_KEY")
     if not key or key not in given:
         app.config["SECRET_KEY"] = load_or_create_secret(tenant.instance_path)
+
+
+class SecretKeys:
+    """The ``SECRET_KEY`` of every tenant built by one dispatcher, by fingerprint.
+
+    Keys given by operators (in YAML or instance ``config.py`` files) could be copied from one
+    tenant to another: the second tenant to be built with a key is refused, since either could
+    then forge the other's session cookies.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, app: Flask, tenant: TenantConfig) -> None:
+        """Record the app's key as the tenant's; refuse it if another tenant has it."""
+        fingerprint = hashlib.sha256(str(app.config["SECRET_KEY"]).encode()).hexdigest()
+        with self._lock:
+            owner = self._owners.setdefault(fingerprint, tenant.name)
+        if owner != tenant.name:
+            raise IsolationError(
+                f"its SECRET_KEY is also tenant '{owner}''s; give each tenant its own key in "
+                "instance/<name>/config.py, or remove it to have one generated"
+            )
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget the keys of tenants no longer served (a reload removed them)."""
+        with self._lock:
+            self._owners = {k: v for k, v in self._owners.items() if v in names}
 
 
 def _instance_config(tenant: TenantConfig) -> Config:

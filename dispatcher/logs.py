@@ -1,9 +1,11 @@
 """Put the tenant's name on every log record written while serving that tenant.
 
 Tenants built from the same package share one logger (``app.logger`` is named after the
-package), so the name cannot come from the logger. The dispatcher sets :data:`current_tenant`
-around each request it hands to a tenant, and a log record factory copies it onto every record
-as ``record.tenant`` (``"-"`` outside any tenant). :func:`configure_logging` sends records to
+package), so the name cannot come from the logger. A log record factory puts it on every record
+as ``record.tenant``: while a request is served, from the app context Flask pushes for it (the
+dispatcher marks each tenant's app with its ``TenantConfig``), so nothing is done per request;
+while a tenant is built or a command works on one, from :data:`current_tenant`
+(:func:`tenant_context`); ``"-"`` outside any tenant. :func:`configure_logging` sends records to
 stderr (uWSGI's log), one line per record::
 
     configure_logging()
@@ -19,9 +21,10 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from flask import current_app, has_app_context
 from flask.logging import default_handler
 
-#: The tenant whose request is being served in this context; ``"-"`` when none.
+#: The tenant being built, or worked on by a command, in this context; ``"-"`` when none.
 current_tenant: ContextVar[str] = ContextVar("dispatcher_tenant", default="-")
 
 FORMAT = "%(asctime)s %(levelname)s tenant=%(tenant)s %(name)s: %(message)s"
@@ -35,7 +38,13 @@ def install_record_factory() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        record.tenant = current_tenant.get()
+        name = current_tenant.get()
+        if name == "-" and has_app_context():
+            # Serving a request: the app knows its tenant (no per-request bookkeeping needed).
+            tenant = current_app.extensions.get("dispatcher")
+            if tenant is not None:
+                name = tenant.name
+        record.tenant = name
         return record
 
     factory.adds_tenant = True  # type: ignore[attr-defined]

@@ -1,11 +1,13 @@
 """The dispatcher: one WSGI app that routes each request to its tenant by host, then by path.
 
-Host mounts are an exact dictionary lookup of the request's host (lower-cased, port and
-trailing dot removed); path mounts go through werkzeug's ``DispatcherMiddleware``, which sets
-``SCRIPT_NAME``/``PATH_INFO`` so ``url_for``, redirects and static files work under the prefix.
-Both cost the same at 10 or 10,000 tenants. Anything unknown gets a plain 404 that names no
-tenant; a malformed host or a ``..`` segment gets 400; ``/_dispatcher/health`` is answered on
-every host::
+Host mounts are one dictionary lookup of the request's ``Host`` (lower-cased, port and trailing
+dot removed when it is not already in that form); path mounts one lookup of the path's leading
+segment(s). Both cost the same at 10 or 100,000 tenants. The path split is werkzeug's
+``DispatcherMiddleware``'s, done in one step: ``SCRIPT_NAME`` gets the mount and ``PATH_INFO``
+the rest, so ``url_for``, redirects and static files work under the prefix (docs/routing.md
+says why it is not ``DispatcherMiddleware`` itself). Anything unknown gets a plain 404 that
+names no tenant; a malformed host or a ``..`` segment gets 400; ``/_dispatcher/health`` is
+answered on every host::
 
     dispatcher = Dispatcher(load_tenants("tenants.yaml"))
     # uWSGI: application = dispatcher; edits to tenants.yaml are picked up live
@@ -13,31 +15,35 @@ every host::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import os
+import threading
+import time
+import weakref
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from flask import Flask
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
 
-from .build import TenantApp, build_app
-from .errors import BuildError
-from .eviction import EvictableTenantApp, LiveApps
+from .build import build_app
+from .eviction import LiveApps
+from .holds import CHECK_INTERVAL, HoldsWatcher
+from .isolation import SecretKeys
 from .logs import install_record_factory
-from .reload import Reloader, record_running
 from .rules import RESERVED_PREFIX
+from .running import record_running
 from .spec import TenantSet
 from .tenant import TenantConfig
+from .tenantapp import STATES, States, TenantApp
+from .watch import FileWatcher, compare, content_hash
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask
 
 log = logging.getLogger("dispatcher")
 
@@ -45,78 +51,146 @@ HEALTH_PATH = f"{RESERVED_PREFIX}/health"
 _RESERVED_FOLDER = RESERVED_PREFIX + "/"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
+#: Hosts seen that are not exactly a host tenant's name, normalised; emptied when this full.
+_HOST_CACHE_SIZE = 4096
+_NOT_FOUND = NotFound()
+_BAD_REQUEST = BadRequest()
 
 
 class Routes:
-    """One tenant set's routing table. Never changed once built: a reload builds a new one and
-    swaps it in whole, so a request always finishes on the table it started on."""
+    """One tenant set's routing table. Never changed once built: a reload or a hold builds a
+    new one and swaps it in whole, so a request always finishes on the table it started on."""
 
     def __init__(
         self,
         tenant_set: TenantSet,
         tenants: dict[str, TenantApp],
+        states: States,
         held: frozenset[str] = frozenset(),
     ) -> None:
         self.tenant_set = tenant_set
         self.tenants = tenants
-        self.held = held
-        targets: dict[str, WSGIApplication] = {
-            name: _held(handle) if name in held else handle for name, handle in tenants.items()
-        }
+        self.states = states
+        self.held = held & tenants.keys()
+        self.sha256 = content_hash(tenant_set.text)
+        targets: dict[str, WSGIApplication] = dict(tenants)
+        for name in self.held:
+            retry_after = tenants[name].tenant.maintenance or 60
+            targets[name] = ServiceUnavailable(retry_after=retry_after)
         self.hosts = {h: targets[a.name] for a in tenants.values() for h in a.tenant.hosts}
-        mounts = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
-        self.paths = DispatcherMiddleware(NotFound(), mounts)
+        self.paths = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
+        # How many segments path mounts have, deepest first (almost always just 1).
+        self.depths = sorted({p.count("/") for p in self.paths}, reverse=True)
         self.server_names = tenant_set.server_names
+        self.host_names: dict[str, str] = {h: h for h in self.server_names or ()}
         self.wsgi_app: WSGIApplication = self.route
         if tenant_set.proxy is not None:
             self.wsgi_app = ProxyFix(self.route, **tenant_set.proxy.model_dump())
 
     def route(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Pick the tenant for this request: reserved paths, then host mounts, then paths."""
-        host = request_host(environ)
+        raw = environ.get("HTTP_HOST")
+        if raw is None:
+            raw = environ.get("SERVER_NAME", "")
+        tenant = self.hosts.get(raw)  # exactly a host tenant's name: valid as it is
+        host = raw
+        if tenant is None:
+            host = self.host_names.get(raw) or self._learn_host(raw)
+            if not host:
+                return _BAD_REQUEST(environ, start_response)
+            tenant = self.hosts.get(host)
         path = environ.get("PATH_INFO", "")
-        if not host or _is_hostile(path, environ):
-            return BadRequest()(environ, start_response)
-        if path == RESERVED_PREFIX or path.startswith(_RESERVED_FOLDER):
+        raw_uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+        if ("/." in path or "%" in raw_uri) and _is_hostile(path, raw_uri):
+            return _BAD_REQUEST(environ, start_response)
+        if path.startswith(RESERVED_PREFIX) and (  # only the first test on most requests
+            path == RESERVED_PREFIX or path.startswith(_RESERVED_FOLDER)
+        ):
             return self.reserved(environ, start_response)
-        tenant = self.hosts.get(host)
         if tenant is not None:
             return tenant(environ, start_response)
         if self.server_names is not None and host not in self.server_names:
-            return NotFound()(environ, start_response)
-        return self.paths(environ, start_response)
+            return _NOT_FOUND(environ, start_response)
+        for depth in self.depths:
+            end = 0
+            for _ in range(depth):
+                end = path.find("/", end + 1)
+                if end < 0:
+                    break
+            mount = path if end < 0 else path[:end]
+            tenant = self.paths.get(mount)
+            if tenant is not None:
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + mount
+                environ["PATH_INFO"] = "" if end < 0 else path[end:]
+                return tenant(environ, start_response)
+        return _NOT_FOUND(environ, start_response)
+
+    def _learn_host(self, raw: str) -> str:
+        """Normalise a host seen for the first time (``""`` if malformed), and remember it."""
+        host = normalise_host(raw) if len(raw) <= _LONGEST_HOST else ""
+        if host:  # a malformed one is never cached: no client can fill the cache with them
+            if len(self.host_names) >= _HOST_CACHE_SIZE:
+                self.host_names = {h: h for h in self.server_names or ()}
+            self.host_names[raw] = host
+        return host
 
     def reserved(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``/_dispatcher/...``: only ``health`` exists; it counts tenants, naming none."""
         if environ.get("PATH_INFO") != HEALTH_PATH:
-            return NotFound()(environ, start_response)
-        counts = {"ready": 0, "failed": 0, "lazy": 0, "maintenance": 0}
-        for name, handle in self.tenants.items():
-            counts["maintenance" if name in self.held else handle.state] += 1
-        body = {"status": "ok", "tenants": counts}
+            return _NOT_FOUND(environ, start_response)
+        body = {
+            "status": "ok",
+            "tenants": self.counts(),
+            "tenants_file_sha256": self.sha256,
+        }
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)
 
+    def counts(self) -> dict[str, int]:
+        """Tenants per state, held ones counted as in maintenance: constant time per call."""
+        counts = {state: self.states.counts[state] for state in STATES}
+        for name in self.held:
+            counts[self.tenants[name].state] -= 1
+            counts["maintenance"] += 1
+        return counts
+
 
 class Dispatcher:
-    """The WSGI app of a whole tenants file: routes requests, and reloads when the file changes.
+    """The WSGI app of a whole tenants file: routes requests, and follows the file's edits.
 
-    Eager tenants are built when it is created. Each worker process checks the file's
-    modification at most once a second, on a request (see :mod:`dispatcher.reload`).
+    Eager tenants are built when it is created. A background thread per process (started
+    again in a forked child) looks at the tenants file and the holds folder once a second,
+    builds added and changed tenants beside the running set and swaps them in, evicts idle
+    apps and retries failed builds: no request ever waits for any of it. ``watch=False``
+    leaves the file alone; ``background=False`` runs none of it until :meth:`tick` is called.
     """
 
-    def __init__(self, tenant_set: TenantSet, *, watch: bool = True) -> None:
+    def __init__(
+        self, tenant_set: TenantSet, *, watch: bool = True, background: bool = True
+    ) -> None:
         install_record_factory()
-        self._secret_owners: dict[str, str] = {}
+        self.states = States()
+        self.secrets = SecretKeys()
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
         self.create_databases = tenant_set.create_databases
-        self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
+        handles = self._handles(tenant_set, {})
+        _build_eager(handles.values())
+        self._set_routes(Routes(tenant_set, handles, self.states))
         record_running(tenant_set)
-        self.reloader = None
-        if watch:
-            self.reloader = Reloader(self, tenant_set.file, tenant_set.instance_root)
-            self.reloader.check_holds()
+        self.watcher = FileWatcher(tenant_set) if watch else None
+        self.holds = HoldsWatcher(tenant_set.instance_root) if watch else None
+        self._force = False
+        self._held: frozenset[str] = frozenset()
+        self._tick_lock = threading.Lock()
+        self._ticker: _Ticker | None = None
+        if self.holds is not None:
+            held = self.holds.changed()
+            if held:
+                self.hold(held)
+        if background:
+            self._ticker = _Ticker(self)
+            _restart_after_fork(self)
 
     @property
     def tenant_set(self) -> TenantSet:
@@ -129,82 +203,161 @@ class Dispatcher:
         return self.routes.tenants
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.reloader is not None and self.reloader.due():
-            self.reloader.check()
+        return self._route(environ, start_response)
+
+    def _set_routes(self, routes: Routes) -> None:
+        # One attribute store each: a request sees the old table or the new one.
+        self.routes = routes
+        self._route = routes.wsgi_app
+
+    def tick(self) -> None:
+        """One round of the background work: file edits, holds, idle apps, failed builds."""
+        with self._tick_lock:
+            if self.watcher is not None:
+                force, self._force = self._force, False
+                tenant_set = self.watcher.changed(force)
+                if tenant_set is not None:
+                    self.swap(tenant_set)
+            if self.holds is not None:
+                held = self.holds.changed()
+                if held is not None:
+                    self.hold(held)
             self.live.sweep()
-        return self.routes.wsgi_app(environ, start_response)
+            for handle in list(self.states.failed.values()):
+                if not handle.tenant.lazy:
+                    handle.start_build()
+
+    def reload_now(self) -> None:
+        """Re-read the tenants file on the next tick, even if it looks unchanged (SIGHUP)."""
+        self._force = True
+        if self._ticker is not None:
+            self._ticker.wake.set()
 
     def swap(self, tenant_set: TenantSet) -> Routes:
         """Build ``tenant_set`` beside the running one and switch to it; return the old table.
 
-        Unchanged tenants keep their app objects and connection pools; new and changed ones
-        (and ones whose build had failed) are built before the switch.
+        Unchanged tenants keep their app objects and connection pools; new and changed eager
+        ones (and ones whose build had failed) are built before the switch, on this thread.
         """
+        started = time.perf_counter()
         old = self.routes
+        running = {name: handle.tenant for name, handle in old.tenants.items()}
         self.live.idle_timeout = tenant_set.idle_timeout
         self.live.max_live_apps = tenant_set.max_live_apps
         self.create_databases = tenant_set.create_databases
-        new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
-        kept = {id(handle) for handle in new.tenants.values()}
-        self.routes = new  # one attribute store: requests see the old table or the new one
+        handles = self._handles(tenant_set, old.tenants)
+        _build_eager(h for h in handles.values() if h is not old.tenants.get(h.name))
+        self._set_routes(Routes(tenant_set, handles, self.states, self._held))
         record_running(tenant_set)
-        owners = {handle.name for handle in new.tenants.values()}
-        self._secret_owners = {k: v for k, v in self._secret_owners.items() if v in owners}
+        self.secrets.keep_only(set(handles))
         for handle in old.tenants.values():
-            if id(handle) not in kept:
+            if handles.get(handle.name) is not handle:
                 self.live.forget(handle)
                 handle.close()
+        log.info(
+            "reloaded %s in %.0f ms: %s",
+            tenant_set.file,
+            (time.perf_counter() - started) * 1000,
+            compare(running, tenant_set),
+        )
         return old
 
     def hold(self, names: frozenset[str]) -> None:
         """Answer 503 for exactly these tenants (while their schema migrates), keeping apps."""
+        self._held = names
         routes = self.routes
-        if names != routes.held:
-            self.routes = Routes(routes.tenant_set, routes.tenants, names)
-            log.info("tenants held in maintenance: %d", len(names & routes.tenants.keys()))
+        if names & routes.tenants.keys() != routes.held:
+            self._set_routes(Routes(routes.tenant_set, routes.tenants, self.states, names))
+            log.info("tenants held in maintenance: %d", len(self.routes.held))
+
+    def close(self) -> None:
+        """Stop the background thread and release every tenant's pooled connections."""
+        if self._ticker is not None:
+            self._ticker.stop()
+        for handle in self.tenants.values():
+            handle.close()
 
     def _handles(
         self, tenant_set: TenantSet, running: dict[str, TenantApp]
     ) -> dict[str, TenantApp]:
-        evicting = tenant_set.idle_timeout is not None or tenant_set.max_live_apps is not None
+        evicting = self.live.enabled
         handles: dict[str, TenantApp] = {}
         for tenant in tenant_set.enabled:
-            kind = EvictableTenantApp if tenant.lazy and evicting else TenantApp
             handle = running.get(tenant.name)
-            if (
-                handle is None
-                or handle.tenant != tenant
-                or handle.state == "failed"
-                or type(handle) is not kind
-            ):
-                if kind is EvictableTenantApp:
-                    handle = EvictableTenantApp(tenant, self._build, self.live)
-                else:
-                    handle = TenantApp(tenant, self._build)
-                if not tenant.lazy:
-                    handle.build()
+            if handle is None or handle.tenant != tenant or handle.state == "failed":
+                on_built = self.live.built if tenant.lazy and evicting else None
+                handle = TenantApp(tenant, self._build, states=self.states, on_built=on_built)
             handles[tenant.name] = handle
         return handles
 
     def _build(self, tenant: TenantConfig) -> Flask:
         """Build a tenant's app, refusing one whose ``SECRET_KEY`` another tenant already has."""
         app = build_app(tenant, create_database=self.create_databases)
-        fingerprint = hashlib.sha256(str(app.config["SECRET_KEY"]).encode()).hexdigest()
-        owner = self._secret_owners.setdefault(fingerprint, tenant.name)
-        if owner != tenant.name:
-            raise BuildError(
-                f"its SECRET_KEY is also tenant '{owner}''s; give each tenant its own key in "
-                "instance/<name>/config.py, or remove it to have one generated"
-            )
+        self.secrets.claim(app, tenant)
         return app
 
 
-def _held(handle: TenantApp) -> WSGIApplication:
-    """A 503 in place of a tenant whose schema is being migrated."""
-    return ServiceUnavailable(retry_after=handle.tenant.maintenance or 60)
+def _build_eager(handles: Iterable[TenantApp]) -> None:
+    """Build the eager tenants, one at a time, each on its own thread: a factory that hangs
+    delays the others by :data:`~dispatcher.tenantapp.BUILD_WAIT` at most."""
+    for handle in handles:
+        if not handle.tenant.lazy:
+            handle.wait_for_build()
 
 
-@lru_cache(maxsize=4096)
+class _Ticker:
+    """The background thread of one dispatcher in one process: :meth:`Dispatcher.tick`, once
+    a second. It holds the dispatcher weakly and ends when the dispatcher is gone or closed."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = weakref.ref(dispatcher)
+        self.wake = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self.run, name="dispatcher ticks", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(CHECK_INTERVAL)
+            self.wake.clear()
+            dispatcher = self.dispatcher()
+            if dispatcher is None or self.stopped:
+                return
+            try:
+                dispatcher.tick()
+            except BaseException:  # the ticks must go on, whatever one of them met
+                log.exception("the dispatcher's background check failed; trying again")
+            del dispatcher
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+
+
+def _restart_after_fork(dispatcher: Dispatcher) -> None:
+    """A forked child (a uWSGI worker without lazy-apps) has none of its parent's threads."""
+    ref = weakref.ref(dispatcher)
+
+    def restart() -> None:
+        found = ref()
+        if found is not None and found._ticker is not None and not found._ticker.stopped:
+            found._ticker = _Ticker(found)
+
+    os.register_at_fork(after_in_child=restart)
+    try:  # uWSGI forks its workers in C: os.register_at_fork does not see it
+        import uwsgi
+    except ImportError:
+        return
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def post_fork() -> None:
+        if previous is not None:
+            previous()
+        restart()
+
+    uwsgi.post_fork_hook = post_fork
+
+
 def normalise_host(raw: str) -> str:
     """``"Acme.Example.com.:8080"`` → ``"acme.example.com"``; ``""`` if malformed."""
     host = get_host("http", raw.lower())
@@ -218,14 +371,13 @@ def request_host(environ: WSGIEnvironment) -> str:
     raw = environ.get("HTTP_HOST")
     if raw is None:
         raw = environ.get("SERVER_NAME", "")
-    if len(raw) > _LONGEST_HOST:  # no valid host is this long; never fill the cache with it
+    if len(raw) > _LONGEST_HOST:  # no valid host is this long
         return ""
     return normalise_host(raw)
 
 
-def _is_hostile(path: str, environ: WSGIEnvironment) -> bool:
+def _is_hostile(path: str, raw_uri: str) -> bool:
     """A ``.``/``..`` segment, or an encoded slash in the raw URI, that could cross mounts."""
     if "/." in path and any(segment in (".", "..") for segment in path.split("/")):
         return True
-    raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
-    return "%" in raw and "%2f" in raw.partition("?")[0].lower()
+    return "%" in raw_uri and "%2f" in raw_uri.partition("?")[0].lower()

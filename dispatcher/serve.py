@@ -21,8 +21,8 @@ from werkzeug.serving import is_running_from_reloader, run_simple
 
 from .logs import configure_logging
 from .problems import ConfigError
-from .reload import served_before
 from .routing import Dispatcher
+from .running import served_before
 from .spec import load_tenants
 
 if TYPE_CHECKING:
@@ -84,8 +84,6 @@ def run_dev_server(tenants_file: str, host: str, port: int, reload: bool) -> Non
         app = NotFound()
     else:
         dispatcher = create_dispatcher(tenants_file)
-        reloader = dispatcher.reloader
-        if reloader is not None:
-            signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request())
+        signal.signal(signal.SIGHUP, lambda signum, frame: dispatcher.reload_now())
         app = dispatcher
     run_simple(host, port, app, use_reloader=reload, threaded=True)

@@ -75,13 +75,20 @@ def write_tenants(tmp_path: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-def make_dispatcher(write_tenants: Callable[[str], Path]) -> Callable[[str], Dispatcher]:
-    """Build a dispatcher from tenants-file text, on tmp_path."""
+def make_dispatcher(
+    write_tenants: Callable[[str], Path],
+) -> Iterator[Callable[[str], Dispatcher]]:
+    """Build a dispatcher from tenants-file text, on tmp_path. Its background work (reload,
+    holds, eviction, retries) runs only when the test calls ``dispatcher.tick()``."""
+    made: list[Dispatcher] = []
 
     def make(text: str = ECHO_TENANTS) -> Dispatcher:
-        return Dispatcher(load_tenants(write_tenants(text)))
+        made.append(Dispatcher(load_tenants(write_tenants(text)), background=False))
+        return made[-1]
 
-    return make
+    yield make
+    for dispatcher in made:
+        dispatcher.close()
 
 
 @pytest.fixture

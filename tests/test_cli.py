@@ -268,7 +268,10 @@ def test_init_db_failing_factory_fails_that_tenant_only(
     assert result.stdout.splitlines() == [
         f"{n}: schema ready" for n in ("acme", "globex", "umbrella")
     ]
-    assert "initech: failed: RuntimeError: this factory was told to fail" in result.stderr
+    assert (
+        "initech: failed: its factory 'tests.apps.echo' raised RuntimeError: "
+        "this factory was told to fail"
+    ) in result.stderr
     assert "init-db failed for initech" in result.stderr
     assert "item" in tables(tmp_path / "instance" / "umbrella" / "app.db")
 

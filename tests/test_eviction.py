@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from werkzeug.test import Client
 
-from dispatcher import Dispatcher
+from dispatcher import Dispatcher, TenantApp
 from dispatcher.database import app_engines
-from dispatcher.eviction import EvictableTenantApp
 from tests.conftest import Clock
 
 HOST = {"Host": "localhost"}  # requests below are buffered: the client closes them at once
@@ -28,10 +27,8 @@ def tenants(settings: str) -> str:
     """
 
 
-def handle(dispatcher: Dispatcher, name: str) -> EvictableTenantApp:
-    found = dispatcher.tenants[name]
-    assert isinstance(found, EvictableTenantApp)
-    return found
+def handle(dispatcher: Dispatcher, name: str) -> TenantApp:
+    return dispatcher.tenants[name]
 
 
 def test_idle_app_is_evicted_and_rebuilt(
@@ -47,13 +44,14 @@ def test_idle_app_is_evicted_and_rebuilt(
     assert first is not None
     (engine,) = app_engines(first)
     assert engine.pool.checkedin() == 1
+    dispatcher.tick()  # notes that a was used
     clock.now += 30
-    assert client.get("/b/", headers=HOST, buffered=True).status_code == 200  # a: idle 30 s, kept
+    assert client.get("/b/", headers=HOST, buffered=True).status_code == 200
+    dispatcher.tick()  # a: idle 30 s, kept
     assert handle(dispatcher, "a").app is first
     clock.now += 45
-    assert (
-        client.get("/b/", headers=HOST, buffered=True).status_code == 200
-    )  # a: idle 75 s, evicted
+    assert client.get("/b/", headers=HOST, buffered=True).status_code == 200
+    dispatcher.tick()  # a: idle 75 s, evicted; b was just used
     assert handle(dispatcher, "a").app is None
     assert engine.pool.checkedin() == 0  # its connections were closed
     assert handle(dispatcher, "b").app is not None  # b was just used
@@ -74,6 +72,7 @@ def test_least_recently_used_app_goes_past_the_cap(
     for name in ("a", "b", "a", "c"):  # b is now the least recently used
         clock.now += 1
         assert client.get(f"/{name}/", headers=HOST, buffered=True).status_code == 200
+        dispatcher.tick()
     assert {n for n in "abc" if handle(dispatcher, n).app is not None} == {"a", "c"}
 
 
@@ -86,12 +85,12 @@ def test_app_with_a_request_in_flight_is_never_evicted(
     a = handle(dispatcher, "a")
     assert a.in_flight == 1
     clock.now += 600
-    client.get("/b/", headers=HOST, buffered=True)  # the tick that would evict an idle app
+    dispatcher.tick()  # the tick that would evict an idle app
     assert a.app is not None
     streaming.close()
     assert a.in_flight == 0
     clock.now += 600
-    client.get("/b/", headers=HOST, buffered=True)
+    dispatcher.tick()
     assert a.app is None
 
 
@@ -102,6 +101,6 @@ def test_without_eviction_settings_lazy_apps_stay(
     client = Client(dispatcher)
     client.get("/a/", headers=HOST, buffered=True)
     clock.now += 10_000
-    client.get("/b/", headers=HOST, buffered=True)
+    dispatcher.tick()
     assert dispatcher.tenants["a"].app is not None
-    assert not isinstance(dispatcher.tenants["a"], EvictableTenantApp)
+    assert not dispatcher.live.enabled

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from dispatcher import Dispatcher, load_tenants, reload
+from dispatcher import Dispatcher, load_tenants, watch
 from dispatcher.build import app_engines
 from tests.conftest import Clock
+from tests.e2e.servers import wait_for
 
 BASE = """
     version: 1
@@ -24,36 +25,44 @@ BASE = """
 """
 
 
-@pytest.fixture
-def edit(tmp_path: Path, clock: Clock) -> Iterator[Callable[[str], None]]:
-    """Rewrite the tenants file with new tenant lines and let the check interval pass."""
-    path = tmp_path / "tenants.yaml"
-    generation = [0]
+class Editor:
+    """Rewrites the tenants file with new tenant lines; the dispatcher started with
+    :meth:`start` then runs one background tick, as its thread would within a second."""
 
-    def write(tenants: str) -> None:
-        generation[0] += 1
-        path.write_text(BASE + tenants)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.generation = 0
+        self.dispatcher: Dispatcher | None = None
+
+    def __call__(self, tenants: str) -> None:
+        self.generation += 1
+        self.path.write_text(BASE + tenants)
         # Same-second edits must be seen too: push the mtime forward explicitly.
-        stamp = 1_700_000_000 + generation[0]
-        os.utime(path, (stamp, stamp))
-        clock.now += reload.CHECK_INTERVAL + 0.1
+        stamp = 1_700_000_000 + self.generation
+        os.utime(self.path, (stamp, stamp))
+        if self.dispatcher is not None:
+            self.dispatcher.tick()
 
-    yield write
+
+@pytest.fixture
+def edit(tmp_path: Path) -> Iterator[Editor]:
+    editor = Editor(tmp_path / "tenants.yaml")
+    yield editor
+    if editor.dispatcher is not None:
+        editor.dispatcher.close()
 
 
-def start(edit: Callable[[str], None], tmp_path: Path, tenants: str) -> tuple[Dispatcher, Client]:
+def start(edit: Editor, tmp_path: Path, tenants: str) -> tuple[Dispatcher, Client]:
     edit(tenants)
-    dispatcher = Dispatcher(load_tenants(tmp_path / "tenants.yaml"))
-    return dispatcher, Client(dispatcher)
+    edit.dispatcher = Dispatcher(load_tenants(tmp_path / "tenants.yaml"), background=False)
+    return edit.dispatcher, Client(edit.dispatcher)
 
 
 def status(client: Client, url: str) -> int:
     return client.get(url, headers={"Host": "localhost"}).status_code
 
 
-def test_added_tenant_serves_and_removed_one_404s(
-    edit: Callable[[str], None], tmp_path: Path
-) -> None:
+def test_added_tenant_serves_and_removed_one_404s(edit: Editor, tmp_path: Path) -> None:
     dispatcher, client = start(
         edit, tmp_path, "      acme: {path: /acme}\n      globex: {path: /globex}\n"
     )
@@ -68,9 +77,7 @@ def test_added_tenant_serves_and_removed_one_404s(
     assert engine.pool.checkedin() == 0  # the removed tenant's pool was disposed
 
 
-def test_unchanged_tenants_keep_their_app_and_pool(
-    edit: Callable[[str], None], tmp_path: Path
-) -> None:
+def test_unchanged_tenants_keep_their_app_and_pool(edit: Editor, tmp_path: Path) -> None:
     dispatcher, client = start(
         edit, tmp_path, "      acme: {path: /acme}\n      globex: {path: /globex}\n"
     )
@@ -85,7 +92,7 @@ def test_unchanged_tenants_keep_their_app_and_pool(
 
 
 def test_invalid_edit_changes_nothing_and_is_logged(
-    edit: Callable[[str], None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    edit: Editor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatcher, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
     routes = dispatcher.routes
@@ -97,42 +104,60 @@ def test_invalid_edit_changes_nothing_and_is_logged(
     message = record.getMessage()
     assert "still serving the previous tenants" in message
     assert "tenants.yaml:6: tenant 'acme', field 'pth': unknown field" in message
-    # The same broken file is not re-read and re-logged every second.
+    # The same broken file is not re-read and re-logged every second, nor when touched.
     caplog.clear()
-    reload.time.monotonic.now += 5  # type: ignore[attr-defined]
+    dispatcher.tick()
+    os.utime(tmp_path / "tenants.yaml", (1_800_000_000, 1_800_000_000))
+    dispatcher.tick()
     assert status(client, "/acme/") == 200
     assert not caplog.records
 
 
-def test_file_is_checked_at_most_once_per_interval(
-    edit: Callable[[str], None], tmp_path: Path, clock: Clock
+def test_a_touched_file_reloads_nothing(
+    edit: Editor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
-    clock.now += reload.CHECK_INTERVAL + 0.1
-    assert status(client, "/acme/") == 200  # the check is spent on this request
-    (tmp_path / "tenants.yaml").write_text(
-        BASE + "      acme: {path: /acme}\n      b: {path: /b}\n"
-    )
+    """A bare `touch`, or a save with the same content, costs one stat and one read."""
+    dispatcher, _client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    routes = dispatcher.routes
+    caplog.set_level(logging.INFO, logger="dispatcher")
     os.utime(tmp_path / "tenants.yaml", (1_800_000_000, 1_800_000_000))
-    assert status(client, "/b/") == 404  # not looked at again within the interval
-    clock.now += reload.CHECK_INTERVAL
-    assert status(client, "/b/") == 200
+    dispatcher.tick()
+    assert dispatcher.routes is routes
+    assert not [r for r in caplog.records if "reloaded" in r.getMessage()]
 
 
-def test_failed_tenant_is_retried_on_reload(edit: Callable[[str], None], tmp_path: Path) -> None:
+def test_the_background_thread_picks_up_an_edit(tmp_path: Path) -> None:
+    """Under a server nobody calls tick(): the dispatcher's own thread does, once a second."""
+    path = tmp_path / "tenants.yaml"
+    path.write_text(BASE + "      acme: {path: /acme}\n")
+    dispatcher = Dispatcher(load_tenants(path))
+    try:
+        client = Client(dispatcher)
+        path.write_text(BASE + "      acme: {path: /acme}\n      b: {path: /b}\n")
+        os.utime(path, (1_800_000_000, 1_800_000_000))
+        wait_for(lambda: status(client, "/b/") == 200, "the added tenant", timeout=10)
+    finally:
+        dispatcher.close()
+
+
+def test_failed_eager_tenant_is_retried_in_the_background(
+    edit: Editor, tmp_path: Path, clock: Clock
+) -> None:
     config = tmp_path / "instance" / "acme" / "config.py"
     config.parent.mkdir(parents=True)
     config.write_text("FAIL_TO_BUILD = True\n")
-    _, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    dispatcher, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
     assert status(client, "/acme/") == 503
     config.write_text("FAIL_TO_BUILD = False\n")
-    edit("      acme: {path: /acme}\n")  # touched, unchanged
+    dispatcher.tick()  # too soon: the first retry comes a second after the failure
+    assert dispatcher.tenants["acme"].state == "failed"
+    clock.now += 1.1
+    dispatcher.tick()  # no request needed: the background thread retries eager tenants
+    wait_for(lambda: dispatcher.tenants["acme"].state == "ready", "the retried build")
     assert status(client, "/acme/") == 200
 
 
-def test_request_in_flight_finishes_on_the_set_it_started_on(
-    edit: Callable[[str], None], tmp_path: Path
-) -> None:
+def test_request_in_flight_finishes_on_the_set_it_started_on(edit: Editor, tmp_path: Path) -> None:
     dispatcher, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
     old_app = dispatcher.tenants["acme"].app
     assert old_app is not None
@@ -152,7 +177,7 @@ def test_request_in_flight_finishes_on_the_set_it_started_on(
     try:
         assert entered.wait(10)
         edit("      acme: {path: /acme, config: {X: 2}}\n")
-        assert status(client, "/acme/") == 200  # the reload happens on this request
+        assert status(client, "/acme/") == 200
         assert dispatcher.tenants["acme"].app is not old_app
     finally:
         release.set()
@@ -160,7 +185,7 @@ def test_request_in_flight_finishes_on_the_set_it_started_on(
     assert result == [{"app": id(old_app)}]
 
 
-def test_maintenance_toggled_live(edit: Callable[[str], None], tmp_path: Path) -> None:
+def test_maintenance_toggled_live(edit: Editor, tmp_path: Path) -> None:
     _, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
     edit("      acme: {path: /acme, maintenance: {retry_after: 42}}\n")
     response = client.get("/acme/", headers={"Host": "localhost"})
@@ -174,12 +199,12 @@ def test_compare_names_what_a_reload_does(tmp_path: Path) -> None:
     path.write_text(BASE + "      a: {path: /a}\n      b: {path: /b}\n      c: {path: /c}\n")
     old = {t.name: t for t in load_tenants(path)}
     path.write_text(BASE + "      a: {path: /a}\n      b: {path: /bee}\n      d: {path: /d}\n")
-    changes = reload.compare(old, load_tenants(path))
-    assert changes == reload.Changes(added=("d",), removed=("c",), changed=("b",), unchanged=("a",))
+    changes = watch.compare(old, load_tenants(path))
+    assert changes == watch.Changes(added=("d",), removed=("c",), changed=("b",), unchanged=("a",))
     assert str(changes) == "1 added, 1 removed, 1 rebuilt, 1 unchanged"
 
 
-def test_diff_shows_what_a_reload_would_do(edit: Callable[[str], None], tmp_path: Path) -> None:
+def test_diff_shows_what_a_reload_would_do(edit: Editor, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from dispatcher.cli import main
@@ -215,19 +240,17 @@ def test_diff_without_a_running_copy_says_how(write_tenants: Callable[[str], Pat
     assert "--against" in result.output
 
 
-def test_a_requested_reload_rereads_an_unchanged_file(
-    edit: Callable[[str], None], tmp_path: Path, clock: Clock
-) -> None:
-    """SIGHUP under `python -m dispatcher serve` calls request(): the file is re-read even
+def test_a_requested_reload_rereads_an_unchanged_file(edit: Editor, tmp_path: Path) -> None:
+    """SIGHUP under `python -m dispatcher serve` calls reload_now(): the file is re-read even
     when its time, size and inode look unchanged (two edits within one clock tick, say)."""
     dispatcher, client = start(edit, tmp_path, "      bb: {path: /bb}\n")
     path = tmp_path / "tenants.yaml"
     before = path.stat()
     path.write_text(BASE + "      bc: {path: /bc}\n")  # same length, same inode
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    clock.now += reload.CHECK_INTERVAL + 0.1
+    dispatcher.tick()
     assert status(client, "/bc/") == 404  # looks unchanged: not re-read
-    assert dispatcher.reloader is not None
-    dispatcher.reloader.request()
+    dispatcher.reload_now()
+    dispatcher.tick()
     assert status(client, "/bc/") == 200
     assert status(client, "/bb/") == 404

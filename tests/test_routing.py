@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import Client, EnvironBuilder
 
-from dispatcher import Dispatcher, TenantApp, build, load_tenants
+from dispatcher import Dispatcher, TenantApp, load_tenants
 from dispatcher.tenant import TenantConfig
+from tests.conftest import Clock
 
 TENANT_NAMES = ("acme", "globex", "umbrella")
 
@@ -146,7 +148,10 @@ def test_encoded_slash_in_query_string_is_fine(echo_client: Client) -> None:
 def test_health_on_every_host(echo_client: Client, host: str) -> None:
     response = get(echo_client, "/_dispatcher/health", host)
     assert response.status_code == 200
-    assert response.json == {
+    body = response.json
+    assert body is not None
+    assert re.fullmatch("[0-9a-f]{64}", body.pop("tenants_file_sha256"))
+    assert body == {
         "status": "ok",
         "tenants": {"ready": 3, "failed": 0, "lazy": 0, "maintenance": 0},
     }
@@ -188,22 +193,28 @@ def test_failing_tenants_answer_503_and_others_serve(
     assert "instance_path" in failures["elsewhere"].getMessage()
 
 
-def test_failed_build_is_retried_after_30_seconds(
-    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_failed_build_is_retried_after_a_second_then_less_often(
+    make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path, clock: Clock
 ) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(build.time, "monotonic", lambda: clock[0])
+    """DESIGN 9/10: a failed build is retried soon, then backing off to every 30 s."""
     config = tmp_path / "instance" / "acme" / "config.py"
     config.parent.mkdir(parents=True)
     config.write_text("FAIL_TO_BUILD = True\n")
     echo_client = Client(
-        make_dispatcher("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
+        make_dispatcher(
+            "version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme, lazy: true}}"
+        )
     )
-    assert get(echo_client, "/acme/").status_code == 503
+    waits = []
+    for _ in range(7):  # each request after the wait it was told gets a new build, failing
+        response = get(echo_client, "/acme/")
+        assert response.status_code == 503
+        waits.append(int(response.headers["Retry-After"]))
+        clock.now += waits[-1] - 0.5
+        assert get(echo_client, "/acme/").headers["Retry-After"] == "1"  # not retried yet
+        clock.now += 0.6
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
     config.write_text("FAIL_TO_BUILD = False\n")
-    clock[0] += 29
-    assert get(echo_client, "/acme/").status_code == 503  # not retried yet
-    clock[0] += 2
     assert get(echo_client, "/acme/").json["tenant"] == "acme"
 
 
@@ -267,6 +278,7 @@ def _tenant(name: str) -> TenantConfig:
 
 
 def test_concurrent_first_requests_build_once() -> None:
+    """Eight requests of a tenant not built yet wait for one build and share its app."""
     started, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
@@ -278,7 +290,9 @@ def test_concurrent_first_requests_build_once() -> None:
 
     handle = TenantApp(_tenant("acme"), slow_builder)
     results: list[Flask | None] = []
-    threads = [threading.Thread(target=lambda: results.append(handle.build())) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(handle.wait_for_build())) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     assert started.wait(10)
@@ -300,16 +314,15 @@ def test_slow_build_does_not_block_another_tenant() -> None:
         return Flask(tenant.name)
 
     slow, fast = TenantApp(_tenant("slow"), builder), TenantApp(_tenant("fast"), builder)
-    thread = threading.Thread(target=slow.build)
-    thread.start()
+    build = slow.start_build()
+    assert build is not None
     try:
         assert started.wait(10)
-        assert fast.build() is not None  # built while "slow" still holds its own lock
+        assert fast.wait_for_build() is not None  # built while "slow" is still building
         assert slow.app is None
     finally:
         release.set()
-        thread.join(10)
-    assert slow.app is not None
+    assert build.wait() is not None
 
 
 def test_proxy_headers_are_ignored_unless_trusted(echo_client: Client) -> None:

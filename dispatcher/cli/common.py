@@ -22,6 +22,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 
 from ..build import build_app
+from ..errors import BuildError
 from ..logs import tenant_context
 from ..problems import ConfigError
 from ..spec import TenantSet, load_tenants
@@ -96,6 +97,9 @@ def build_or_fail(tenant: TenantConfig, create_database: bool = False) -> Flask:
     with tenant_context(tenant.name):
         try:
             return build_app(tenant, create_database=create_database)
+        except BuildError as e:  # the reason is in the message; the tenant's traceback, if any
+            log.error("tenant '%s' failed to build: %s", tenant.name, e, exc_info=e.__cause__)
+            raise click.ClickException(f"{tenant.name}: failed: {e}") from None
         except Exception as e:
             log.exception("tenant '%s' failed to build", tenant.name)
             raise click.ClickException(f"{tenant.name}: failed: {type(e).__name__}: {e}") from None

@@ -10,13 +10,15 @@ import click
 from ..budget import budget_warnings, uwsgi_workers
 from ..build import build_app
 from ..database import dispose_engines
+from ..errors import BuildError
 from ..holds import held_names
 from ..logs import tenant_context
 from ..migrate import database_revision
 from ..problems import ConfigError
-from ..reload import compare, running_text
+from ..running import running_text
 from ..spec import check_tenants, load_tenants
 from ..tenant import TenantConfig
+from ..watch import compare
 from .common import load, tenants_file, tenants_file_option, without_secrets
 
 
@@ -86,6 +88,8 @@ def _build_state(tenant: TenantConfig) -> str:
     with tenant_context(tenant.name):
         try:
             app = build_app(tenant)
+        except BuildError as e:
+            return f"failed: {e}"
         except Exception as e:
             return f"failed: {type(e).__name__}: {e}"
     dispose_engines(app)

@@ -1,0 +1,281 @@
+"""A tenant's entry in the routing table: its app once built, or a 503 until then.
+
+:class:`TenantApp` builds its tenant's app off the request thread (at boot for eager tenants,
+on the first request for lazy ones) and never fails: a build that raises or is refused leaves
+a 503 for that tenant alone, retried about a second later, then less and less often (up to
+every 30 s); a factory that hangs holds its own build thread, and requests wait for it at most
+:data:`BUILD_WAIT` seconds before they get a 503. Requests in flight are counted until the
+server closes their response, without a lock (``list.append``/``pop`` are atomic), which is what
+the concurrency limit, idle eviction and the metrics read::
+
+    handle = TenantApp(tenant_config, build_app, states=States())
+    handle.wait_for_build()                      # at boot, for an eager tenant
+    body = handle(environ, start_response)
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from werkzeug.exceptions import InternalServerError, ServiceUnavailable
+
+from .build import TenantCodeError
+from .database import dispose_engines
+from .errors import BuildError
+from .logs import tenant_context
+from .tenant import TenantConfig
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+log = logging.getLogger("dispatcher")
+
+#: A failed build is tried again after 1 s, then 2, 4, 8, 16 and from then on every 30 s.
+FIRST_RETRY_SECONDS = 1.0
+RETRY_SECONDS = 30.0
+#: Requests wait at most this long for their tenant's build; then they get a 503.
+BUILD_WAIT = 10.0
+#: The health endpoint's words for a tenant's state.
+STATES = ("ready", "failed", "lazy", "maintenance")
+
+Builder = Callable[[TenantConfig], Flask]
+
+
+class States:
+    """How many tenants are in each state, kept up to date as they change (the health
+    endpoint reads it in constant time), and which ones failed (the background retries)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter(dict.fromkeys(STATES, 0))
+        self.failed: dict[str, TenantApp] = {}
+        self._lock = threading.Lock()
+
+    def move(self, handle: TenantApp, old: str | None, new: str | None) -> None:
+        with self._lock:
+            if old is not None:
+                self.counts[old] -= 1
+            if new is not None:
+                self.counts[new] += 1
+            if new == "failed":
+                self.failed[handle.name] = handle
+            elif old == "failed" and self.failed.get(handle.name) is handle:
+                del self.failed[handle.name]
+
+
+class TenantApp:
+    """A tenant's app behind a WSGI callable that answers 503 while there is none."""
+
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        builder: Builder,
+        *,
+        states: States | None = None,
+        limit: int | None = None,
+        on_built: Callable[[TenantApp], None] | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.name = tenant.name
+        self.builder = builder
+        self.app: Flask | None = None
+        self.error: str | None = None
+        #: One item per request in flight: append and pop are atomic under the GIL.
+        self.flight: list[None] = []
+        #: Set by every request; idle eviction resets it once a second.
+        self.used = False
+        self.last_used = time.monotonic()
+        self.limit = limit or sys.maxsize
+        self.on_built = on_built
+        self._states = states or States()
+        self._state = "maintenance" if tenant.maintenance is not None else "lazy"
+        self._states.move(self, None, self._state)
+        self._lock = threading.Lock()
+        self._building: _Build | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    @property
+    def state(self) -> str:
+        """``ready``, ``failed``, ``maintenance`` or ``lazy`` (not built yet)."""
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served, counted until their response is closed."""
+        return len(self.flight)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        flight = self.flight
+        flight.append(None)
+        if len(flight) > self.limit:
+            flight.pop()
+            return ServiceUnavailable(retry_after=1)(environ, start_response)
+        self.used = True
+        app = self.app
+        if app is None and (app := self.wait_for_build()) is None:
+            flight.pop()
+            return self.unavailable(environ, start_response)
+        response = _Response(self, start_response)
+        try:
+            response.body = app(environ, response.start)
+        except Exception:
+            response.close()
+            raise
+        except BaseException as e:  # SystemExit from a view must not end the worker
+            response.close()
+            log.error("tenant '%s': a request raised %s; answered 500", self.name, repr(e))
+            return InternalServerError()(environ, start_response)
+        return response
+
+    def unavailable(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The 503 of a tenant without an app: in maintenance, or not (yet) built."""
+        retry_after = self.tenant.maintenance or max(1, round(self._retry_at - time.monotonic()))
+        return ServiceUnavailable(retry_after=retry_after)(environ, start_response)
+
+    def wait_for_build(self) -> Flask | None:
+        """The app, building it first if needed, waiting at most until the build's deadline."""
+        build = self.start_build()
+        return self.app if build is None else build.wait()
+
+    def start_build(self) -> _Build | None:
+        """Start a build on its own thread unless built, building, held or waiting to retry."""
+        if self.tenant.maintenance is not None:
+            return None
+        with self._lock:
+            if self.app is not None:
+                return None
+            if self._building is not None:
+                return self._building
+            if time.monotonic() < self._retry_at:
+                return None
+            self._building = build = _Build(self)
+        build.thread.start()
+        return build
+
+    def _build(self, build: _Build) -> None:
+        """The build thread's work: call the builder, record the outcome, never raise."""
+        started = time.perf_counter()
+        app = None
+        with tenant_context(self.name):
+            try:
+                app = self.builder(self.tenant)
+            except TenantCodeError as e:
+                error = str(e)
+                log.error(
+                    "tenant '%s' failed to build; it answers 503: %s",
+                    self.name,
+                    e,
+                    exc_info=e.__cause__,
+                )
+            except BuildError as e:  # our own refusal: the reason says it all
+                error = str(e)
+                log.error("tenant '%s' refused, it answers 503: %s", self.name, e)
+            except BaseException as e:
+                error = f"{type(e).__name__}: {e}"
+                log.exception("tenant '%s' failed to build; it answers 503", self.name)
+        with self._lock:
+            if app is not None:
+                self.app, self.error, self._failures = app, None, 0
+                self._set_state("ready")
+            else:
+                self._failures += 1
+                delay = min(RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (self._failures - 1))
+                self._retry_at = time.monotonic() + delay
+                self.error = error
+                self._set_state("failed")
+            self._building = None
+        build.done.set()
+        if app is not None:
+            log.debug("tenant '%s' built in %.3f s", self.name, time.perf_counter() - started)
+            # Apps live long: keep full collections from scanning them again and again.
+            gc.freeze()
+            if self.on_built is not None:
+                self.on_built(self)
+
+    def evict(self) -> bool:
+        """Drop the app and close its pools unless a request is in flight; ``True`` if done.
+
+        No lock on the request path: a request counts itself in flight, then reads the app.
+        Here the app is taken away first and the count read after, so a request that could
+        have read it is seen, and the app put back.
+        """
+        with self._lock:
+            app = self.app
+            if app is None or self.flight:
+                return False
+            self.app = None
+            if self.flight:
+                self.app = app
+                return False
+            self._set_state("lazy")
+        dispose_engines(app)
+        return True
+
+    def close(self) -> None:
+        """Release the app's pooled connections: a reload removed or replaced this tenant.
+
+        Requests still running on the app keep the connections they hold until they finish.
+        """
+        with self._lock:
+            self._set_state(None)
+        if self.app is not None:
+            dispose_engines(self.app)
+
+    def _set_state(self, new: str | None) -> None:
+        old, self._state = self._state, new or self._state
+        if old != new:
+            self._states.move(self, old, new)
+
+
+class _Build:
+    """One build of one tenant, on its own thread; requests wait on it up to a deadline."""
+
+    def __init__(self, handle: TenantApp) -> None:
+        self.handle = handle
+        self.deadline = time.monotonic() + BUILD_WAIT
+        self.done = threading.Event()
+        self.thread = threading.Thread(
+            target=handle._build, args=(self,), name=f"build {handle.name}", daemon=True
+        )
+
+    def wait(self) -> Flask | None:
+        self.done.wait(max(0.0, self.deadline - time.monotonic()))
+        return self.handle.app
+
+
+class _Response:
+    """The body a tenant's app returned, counted in flight until the server closes it."""
+
+    __slots__ = ("body", "handle", "start_response", "started", "status")
+
+    def __init__(self, handle: TenantApp, start_response: StartResponse) -> None:
+        self.handle = handle
+        self.start_response = start_response
+        self.started = time.perf_counter()
+        self.status = ""
+        self.body: Iterable[bytes] = ()
+
+    def start(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        self.status = status
+        return self.start_response(status, headers, exc_info)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.handle.flight.pop()

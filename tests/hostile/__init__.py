@@ -1,0 +1,1 @@
+"""The project's own adversarial suite: what a careless operator or a hostile app author does."""
