@@ -115,18 +115,24 @@ def tenant_code(what: str) -> Iterator[None]:
         yield
     except BuildError:
         raise
-    except KeyboardInterrupt:
-        if _operator_can_interrupt():
-            raise
-        raise TenantCodeError(f"{what} raised KeyboardInterrupt") from None
     except BaseException as e:  # SystemExit, GeneratorExit and every Exception: contained
+        if operator_interrupt(e):
+            raise
         detail = f": {e}" if str(e) else ""
         raise TenantCodeError(f"{what} raised {type(e).__name__}{detail}") from e
 
 
-def _operator_can_interrupt() -> bool:
+def operator_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is an operator's Ctrl-C, which tenant code must not swallow.
+
+    Only a ``KeyboardInterrupt`` in the main thread of a process that is not a uWSGI worker
+    (the dev server, a command) can be one: signals reach the main thread only, and nobody
+    types Ctrl-C at a uWSGI worker.
+    """
+    if not isinstance(error, KeyboardInterrupt):
+        return False
     if threading.current_thread() is not threading.main_thread():
-        return False  # signals reach the main thread only: this one came from tenant code
+        return False
     try:
         import uwsgi  # noqa: F401
     except ImportError:

@@ -18,18 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
+from werkzeug.exceptions import BadRequest, InternalServerError, NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
 
-from .build import build_app
+from .build import build_app, operator_interrupt
 from .eviction import LiveApps
 from .holds import CHECK_INTERVAL, HoldsWatcher
 from .isolation import SecretKeys
@@ -48,18 +50,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("dispatcher")
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
-_RESERVED_FOLDER = RESERVED_PREFIX + "/"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
-#: Hosts seen that are not exactly a host tenant's name, normalised; emptied when this full.
-_HOST_CACHE_SIZE = 4096
+#: Hosts seen in a form not in the table (a port, upper case), remembered; emptied when full.
+_LEARNED_HOSTS = 4096
 _NOT_FOUND = NotFound()
 _BAD_REQUEST = BadRequest()
+#: What a request gets when its tenant has as many in flight as it may (``limits:``).
+_BUSY = ServiceUnavailable(retry_after=1)
+_ERROR = InternalServerError()
+
+
+class Answer:
+    """A routing-table entry that always gives the same answer: a held tenant's 503, or what
+    a host that is no tenant's gets. It has what the dispatcher reads from a tenant's
+    :class:`~dispatcher.tenantapp.TenantApp` when it serves a request."""
+
+    __slots__ = ("app", "flight", "limit", "name", "used")
+
+    def __init__(self, app: WSGIApplication, name: str = "-") -> None:
+        self.app = app
+        self.name = name
+        self.flight: deque[None] = deque()
+        self.limit = sys.maxsize
+        self.used = False
+
+
+#: Where a host goes when it is not exactly a host tenant's name (see Routes.learn_host).
+MALFORMED = Answer(BadRequest())
+NOWHERE = Answer(NotFound())
+PATHS = Answer(NotFound())  # the path decides
+
+Target = TenantApp | Answer
 
 
 class Routes:
     """One tenant set's routing table. Never changed once built: a reload or a hold builds a
-    new one and swaps it in whole, so a request always finishes on the table it started on."""
+    new one and swaps it in whole, so a request always finishes on the table it started on.
+
+    ``hosts`` maps a ``Host`` header as a client sends it to where it goes: a host tenant's
+    handle, or :data:`PATHS` for ``server_names``. Other forms (a port, upper case, a name
+    that only path mounts answer on when ``server_names`` is unset) are normalised once and
+    remembered in ``learned``, which is bounded: no client can make it grow without end.
+    """
 
     def __init__(
         self,
@@ -73,66 +106,48 @@ class Routes:
         self.states = states
         self.held = held & tenants.keys()
         self.sha256 = content_hash(tenant_set.text)
-        targets: dict[str, WSGIApplication] = dict(tenants)
+        targets: dict[str, Target] = dict(tenants)
         for name in self.held:
             retry_after = tenants[name].tenant.maintenance or 60
-            targets[name] = ServiceUnavailable(retry_after=retry_after)
-        self.hosts = {h: targets[a.name] for a in tenants.values() for h in a.tenant.hosts}
-        self.paths = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
-        # How many segments path mounts have, deepest first (almost always just 1).
-        self.depths = sorted({p.count("/") for p in self.paths}, reverse=True)
+            targets[name] = Answer(ServiceUnavailable(retry_after=retry_after), name)
         self.server_names = tenant_set.server_names
-        self.host_names: dict[str, str] = {h: h for h in self.server_names or ()}
-        self.wsgi_app: WSGIApplication = self.route
+        self.hosts: dict[str, Target] = dict.fromkeys(self.server_names or (), PATHS)
+        self.hosts.update((h, targets[a.name]) for a in tenants.values() for h in a.tenant.hosts)
+        self.learned: dict[str, Target] = {}
+        self.paths = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
+        # Mounts of two or more segments (``/eu/acme``), deepest first; usually none.
+        self.deep = sorted({p.count("/") for p in self.paths} - {1}, reverse=True)
+        # Used for its rewriting of environ only: its "app" does nothing (see Dispatcher).
+        self.proxy_fix = None
         if tenant_set.proxy is not None:
-            self.wsgi_app = ProxyFix(self.route, **tenant_set.proxy.model_dump())
+            self.proxy_fix = ProxyFix(_nothing, **tenant_set.proxy.model_dump())
 
-    def route(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Pick the tenant for this request: reserved paths, then host mounts, then paths."""
-        raw = environ.get("HTTP_HOST")
-        if raw is None:
-            raw = environ.get("SERVER_NAME", "")
-        tenant = self.hosts.get(raw)  # exactly a host tenant's name: valid as it is
-        host = raw
-        if tenant is None:
-            host = self.host_names.get(raw) or self._learn_host(raw)
-            if not host:
-                return _BAD_REQUEST(environ, start_response)
-            tenant = self.hosts.get(host)
-        path = environ.get("PATH_INFO", "")
-        raw_uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
-        if ("/." in path or "%" in raw_uri) and _is_hostile(path, raw_uri):
-            return _BAD_REQUEST(environ, start_response)
-        if path.startswith(RESERVED_PREFIX) and (  # only the first test on most requests
-            path == RESERVED_PREFIX or path.startswith(_RESERVED_FOLDER)
-        ):
-            return self.reserved(environ, start_response)
-        if tenant is not None:
-            return tenant(environ, start_response)
-        if self.server_names is not None and host not in self.server_names:
-            return _NOT_FOUND(environ, start_response)
-        for depth in self.depths:
+    def learn_host(self, raw: str) -> Target:
+        """Where a host not seen in this form before goes; remembered unless malformed."""
+        host = normalise_host(raw) if len(raw) <= _LONGEST_HOST else ""
+        if not host:  # never remembered: no client can fill the table with them
+            return MALFORMED
+        target = self.hosts.get(host)
+        if target is None:
+            target = NOWHERE if self.server_names is not None else PATHS
+        if len(self.learned) >= _LEARNED_HOSTS:
+            self.learned = {}
+        self.learned[raw] = target
+        return target
+
+    def deep_mount(self, path: str) -> tuple[str, Target] | None:
+        """The mount of several segments that ``path`` is under, if any."""
+        for depth in self.deep:
             end = 0
             for _ in range(depth):
                 end = path.find("/", end + 1)
                 if end < 0:
+                    end = len(path)
                     break
-            mount = path if end < 0 else path[:end]
-            tenant = self.paths.get(mount)
+            tenant = self.paths.get(path[:end])
             if tenant is not None:
-                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + mount
-                environ["PATH_INFO"] = "" if end < 0 else path[end:]
-                return tenant(environ, start_response)
-        return _NOT_FOUND(environ, start_response)
-
-    def _learn_host(self, raw: str) -> str:
-        """Normalise a host seen for the first time (``""`` if malformed), and remember it."""
-        host = normalise_host(raw) if len(raw) <= _LONGEST_HOST else ""
-        if host:  # a malformed one is never cached: no client can fill the cache with them
-            if len(self.host_names) >= _HOST_CACHE_SIZE:
-                self.host_names = {h: h for h in self.server_names or ()}
-            self.host_names[raw] = host
-        return host
+                return path[:end], tenant
+        return None
 
     def reserved(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``/_dispatcher/...``: only ``health`` exists; it counts tenants, naming none."""
@@ -154,6 +169,10 @@ class Routes:
             counts[self.tenants[name].state] -= 1
             counts["maintenance"] += 1
         return counts
+
+
+def _nothing(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    return ()
 
 
 class Dispatcher:
@@ -203,12 +222,68 @@ class Dispatcher:
         return self.routes.tenants
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self._route(environ, start_response)
+        """Route one request (host tenants, then path mounts; reserved paths on every host)
+        and hand it to its tenant's app, counted in flight meanwhile.
+
+        The hot path of every request, so it is written for speed: one dictionary lookup for
+        the host, one for the path's first segment, and no call that can be saved.
+        """
+        routes = self.routes  # read once: a reload swapping the table meanwhile is not seen
+        if routes.proxy_fix is not None:
+            routes.proxy_fix(environ, start_response)  # rewrites environ, answers nothing
+        raw = environ.get("HTTP_HOST")
+        if raw is None:
+            raw = environ.get("SERVER_NAME", "")
+        target = routes.hosts.get(raw)
+        if target is None:
+            target = routes.learned.get(raw) or routes.learn_host(raw)
+            if target is MALFORMED:
+                return _BAD_REQUEST(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        raw_uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+        if ("/." in path or "%" in raw_uri) and _is_hostile(path, raw_uri):
+            return _BAD_REQUEST(environ, start_response)
+        if target is PATHS:
+            end = path.find("/", 1)
+            mount = path if end < 0 else path[:end]
+            found = routes.paths.get(mount)
+            if found is None:  # a deeper mount, the reserved prefix, or nothing
+                if mount == RESERVED_PREFIX:
+                    return routes.reserved(environ, start_response)
+                deep = routes.deep_mount(path) if routes.deep else None
+                if deep is None:
+                    return _NOT_FOUND(environ, start_response)
+                mount, found = deep
+                end = len(mount) if len(path) > len(mount) else -1
+            # As werkzeug's DispatcherMiddleware splits it: the mount moves to SCRIPT_NAME.
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + mount
+            environ["PATH_INFO"] = path[end:] if end >= 0 else ""
+            target = found
+        elif path.startswith(RESERVED_PREFIX) and _is_reserved(path):
+            return routes.reserved(environ, start_response)
+        elif target is NOWHERE:
+            return _NOT_FOUND(environ, start_response)
+        flight = target.flight
+        flight.append(None)  # atomic: counted in flight with no lock
+        try:
+            if len(flight) > target.limit:
+                return _BUSY(environ, start_response)
+            target.used = True
+            app = target.app
+            if app is None:  # not built (yet): build it, or answer 503
+                return target.serve_unbuilt(environ, start_response)  # type: ignore[union-attr]
+            return app(environ, start_response)
+        except BaseException as e:
+            if isinstance(e, Exception) or operator_interrupt(e):
+                raise
+            # SystemExit (or the like) from a view: it must not end the worker.
+            log.error("tenant '%s': a request raised %s; answered 500", target.name, repr(e))
+            return _ERROR(environ, start_response)
+        finally:
+            flight.pop()
 
     def _set_routes(self, routes: Routes) -> None:
-        # One attribute store each: a request sees the old table or the new one.
-        self.routes = routes
-        self._route = routes.wsgi_app
+        self.routes = routes  # one attribute store: a request sees the old table or the new
 
     def tick(self) -> None:
         """One round of the background work: file edits, holds, idle apps, failed builds."""
@@ -374,6 +449,10 @@ def request_host(environ: WSGIEnvironment) -> str:
     if len(raw) > _LONGEST_HOST:  # no valid host is this long
         return ""
     return normalise_host(raw)
+
+
+def _is_reserved(path: str) -> bool:
+    return path == RESERVED_PREFIX or path[len(RESERVED_PREFIX)] == "/"
 
 
 def _is_hostile(path: str, raw_uri: str) -> bool:

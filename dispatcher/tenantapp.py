@@ -1,16 +1,16 @@
-"""A tenant's entry in the routing table: its app once built, or a 503 until then.
+"""A tenant's entry in the routing table: its app once built, and what its requests need.
 
 :class:`TenantApp` builds its tenant's app off the request thread (at boot for eager tenants,
 on the first request for lazy ones) and never fails: a build that raises or is refused leaves
 a 503 for that tenant alone, retried about a second later, then less and less often (up to
 every 30 s); a factory that hangs holds its own build thread, and requests wait for it at most
-:data:`BUILD_WAIT` seconds before they get a 503. Requests in flight are counted until the
-server closes their response, without a lock (``list.append``/``pop`` are atomic), which is what
-the concurrency limit, idle eviction and the metrics read::
+:data:`BUILD_WAIT` seconds before they get a 503. The dispatcher serves each request with the
+handle's ``app``, counting it in ``flight`` meanwhile without a lock (``deque.append``/``pop``
+are atomic under the GIL): the concurrency limit, idle eviction and the metrics read that::
 
     handle = TenantApp(tenant_config, build_app, states=States())
-    handle.wait_for_build()                      # at boot, for an eager tenant
-    body = handle(environ, start_response)
+    handle.wait_for_build()              # at boot, for an eager tenant
+    handle.app                           # the Flask app, or None (lazy, failed, evicted)
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from flask import Flask
-from werkzeug.exceptions import InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import ServiceUnavailable
 
 from .build import TenantCodeError
 from .database import dispose_engines
@@ -71,7 +71,7 @@ class States:
 
 
 class TenantApp:
-    """A tenant's app behind a WSGI callable that answers 503 while there is none."""
+    """One tenant's app (once built), its state, and its requests in flight."""
 
     def __init__(
         self,
@@ -87,8 +87,9 @@ class TenantApp:
         self.builder = builder
         self.app: Flask | None = None
         self.error: str | None = None
-        #: One item per request in flight: append and pop are atomic under the GIL.
-        self.flight: list[None] = []
+        #: One item per request in flight: a deque's append and pop are atomic under the GIL
+        #: (and, unlike a list's, never reallocate).
+        self.flight: deque[None] = deque()
         #: Set by every request; idle eviction resets it once a second.
         self.used = False
         self.last_used = time.monotonic()
@@ -112,28 +113,15 @@ class TenantApp:
         """Requests being served, counted until their response is closed."""
         return len(self.flight)
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        flight = self.flight
-        flight.append(None)
-        if len(flight) > self.limit:
-            flight.pop()
-            return ServiceUnavailable(retry_after=1)(environ, start_response)
-        self.used = True
-        app = self.app
-        if app is None and (app := self.wait_for_build()) is None:
-            flight.pop()
+    def serve_unbuilt(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """A request for a tenant with no app: build it (waiting up to :data:`BUILD_WAIT`),
+        then serve the request, or answer 503 if there is still no app."""
+        app = self.wait_for_build()
+        if app is None:
             return self.unavailable(environ, start_response)
-        response = _Response(self, start_response)
-        try:
-            response.body = app(environ, response.start)
-        except Exception:
-            response.close()
-            raise
-        except BaseException as e:  # SystemExit from a view must not end the worker
-            response.close()
-            log.error("tenant '%s': a request raised %s; answered 500", self.name, repr(e))
-            return InternalServerError()(environ, start_response)
-        return response
+        return app(environ, start_response)
 
     def unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -251,31 +239,3 @@ class _Build:
     def wait(self) -> Flask | None:
         self.done.wait(max(0.0, self.deadline - time.monotonic()))
         return self.handle.app
-
-
-class _Response:
-    """The body a tenant's app returned, counted in flight until the server closes it."""
-
-    __slots__ = ("body", "handle", "start_response", "started", "status")
-
-    def __init__(self, handle: TenantApp, start_response: StartResponse) -> None:
-        self.handle = handle
-        self.start_response = start_response
-        self.started = time.perf_counter()
-        self.status = ""
-        self.body: Iterable[bytes] = ()
-
-    def start(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        self.status = status
-        return self.start_response(status, headers, exc_info)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self.handle.flight.pop()

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from werkzeug.test import Client
 
 from dispatcher import Dispatcher, TenantApp
 from dispatcher.database import app_engines
 from tests.conftest import Clock
+from tests.e2e.servers import wait_for
 
 HOST = {"Host": "localhost"}  # requests below are buffered: the client closes them at once
 
 
-def tenants(settings: str) -> str:
+def tenants(settings: str, app: str = "tests.apps.echo") -> str:
     return f"""
         version: 1
         server_names: [localhost]
         {settings}
-        defaults: {{app: tests.apps.echo, mount: path, lazy: true}}
+        defaults: {{app: "{app}", mount: path, lazy: true}}
         tenants:
           a:
           b:
@@ -77,21 +81,57 @@ def test_least_recently_used_app_goes_past_the_cap(
 
 
 def test_app_with_a_request_in_flight_is_never_evicted(
-    make_dispatcher: Callable[[str], Dispatcher], clock: Clock
+    make_dispatcher: Callable[[str], Dispatcher], clock: Clock, tmp_path: Path
 ) -> None:
-    dispatcher = make_dispatcher(tenants("idle_timeout: 60"))
+    dispatcher = make_dispatcher(tenants("idle_timeout: 60", app="tests.apps.hostile:ordinary"))
     client = Client(dispatcher)
-    streaming = client.get("/a/", headers=HOST, buffered=False)  # body not read, not closed
+    waiting = threading.Thread(target=lambda: client.get("/a/wait/go", headers=HOST))
+    waiting.start()
     a = handle(dispatcher, "a")
-    assert a.in_flight == 1
-    clock.now += 600
-    dispatcher.tick()  # the tick that would evict an idle app
-    assert a.app is not None
-    streaming.close()
+    try:
+        wait_for(lambda: a.app is not None and a.in_flight == 1, "the request to be in its view")
+        clock.now += 600
+        dispatcher.tick()  # the tick that would evict an idle app
+        assert a.app is not None
+    finally:
+        (tmp_path / "instance" / "a" / "go").touch()
+        waiting.join(10)
     assert a.in_flight == 0
     clock.now += 600
     dispatcher.tick()
     assert a.app is None
+
+
+def test_eviction_racing_requests_never_disposes_a_pool_in_use(
+    make_dispatcher: Callable[[str], Dispatcher],
+) -> None:
+    """Requests count themselves in flight with no lock; an eviction takes the app away first
+    and looks at the count after. Hammered from both sides, with threads switching every few
+    bytecodes, no request ever has its pool disposed under it, and evictions really happen."""
+    dispatcher = make_dispatcher(tenants("idle_timeout: 60", app="tests.apps.hostile:ordinary"))
+    client = Client(dispatcher)
+    a = handle(dispatcher, "a")
+    stop = threading.Event()
+    evicted = [0]
+
+    def evict() -> None:
+        while not stop.is_set():
+            evicted[0] += a.evict()
+
+    evictor = threading.Thread(target=evict)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    evictor.start()
+    answers = []
+    try:
+        while evicted[0] < 10 and len(answers) < 3000:
+            answers.append(client.get("/a/pool", headers=HOST, buffered=True).json)
+    finally:
+        stop.set()
+        evictor.join(10)
+        sys.setswitchinterval(interval)
+    assert evicted[0] >= 10  # the race was run: the app was evicted and rebuilt meanwhile
+    assert answers == [{"same": True}] * len(answers)
 
 
 def test_without_eviction_settings_lazy_apps_stay(

@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -54,6 +54,26 @@ def _app(tenant_config: Any, extension: SQLAlchemy = db, **config: Any) -> Flask
     @app.get("/rows")
     def rows() -> Any:
         return jsonify(rows=[r.text for r in db.session.scalars(select(Row))])
+
+    @app.get("/pool")
+    def pool() -> Any:
+        """Whether the engine's pool stayed the same through this request (an eviction that
+        disposed it meanwhile would replace it)."""
+        before = db.engine.pool
+        db.session.execute(text("SELECT 1"))
+        time.sleep(float(request.args.get("sleep", "0")))
+        db.session.execute(text("SELECT 1"))
+        return jsonify(same=db.engine.pool is before)
+
+    @app.get("/wait/<name>")
+    def wait(name: str) -> Any:
+        """Answers once ``<instance folder>/<name>`` exists (30 s at most)."""
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(app.instance_path, name)):
+            if time.monotonic() > deadline:
+                return jsonify(waited=False), 504
+            time.sleep(0.01)
+        return jsonify(waited=True)
 
     @app.get("/exit")
     def exit_now() -> Any:
