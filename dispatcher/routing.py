@@ -93,7 +93,8 @@ class Routes:
         counts = {"ready": 0, "failed": 0, "lazy": 0, "maintenance": 0}
         for name, handle in self.tenants.items():
             counts["maintenance" if name in self.held else handle.state] += 1
-        body = {"status": "ok", "tenants": counts}
+        sha256 = self.tenant_set.tenants_file_sha256  # which file this node serves (drift)
+        body = {"status": "ok", "tenants": counts, "tenants_file_sha256": sha256}
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)

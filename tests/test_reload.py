@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -231,3 +232,40 @@ def test_a_requested_reload_rereads_an_unchanged_file(
     dispatcher.reloader.request()
     assert status(client, "/bc/") == 200
     assert status(client, "/bb/") == 404
+
+
+def served_sha256(client: Client) -> str:
+    health = client.get("/_dispatcher/health", headers={"Host": "localhost"})
+    return str(health.json["tenants_file_sha256"])  # type: ignore[index]
+
+
+def test_health_names_the_file_as_last_loaded(edit: Callable[[str], None], tmp_path: Path) -> None:
+    """DESIGN 13: the sha256 of the file's bytes; a valid edit changes it, an invalid one not."""
+    path = tmp_path / "tenants.yaml"
+    _, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert served_sha256(client) == first
+    edit("      acme: {path: /acme}\n      globex: {path: /globex}\n")
+    second = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert second != first
+    assert served_sha256(client) == second
+    edit("      acme: {pth: /acme}\n")  # invalid: still serving the second file
+    assert served_sha256(client) == second
+    assert status(client, "/globex/") == 200
+
+
+def test_sha256_is_of_the_bytes_even_with_crlf_newlines(
+    edit: Callable[[str], None], tmp_path: Path, clock: Clock
+) -> None:
+    """A file written on Windows: the hash is what `sha256sum` says, and the copy kept for
+    `diff` (and for respawned workers) hashes the same."""
+    dispatcher, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    path = tmp_path / "tenants.yaml"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    clock.now += reload.CHECK_INTERVAL + 0.1
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert served_sha256(client) == expected
+    running = reload.running_text(dispatcher.tenant_set)
+    assert running is not None
+    assert load_tenants(path, text=running).tenants_file_sha256 == expected
