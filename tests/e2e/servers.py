@@ -106,7 +106,7 @@ class Worker:
 class Uwsgi(Process):
     """The project's uwsgi.ini, with ``processes`` x ``threads``."""
 
-    socket: Path | None
+    socket: Path | str | None
     stats_address: tuple[str, int]
     reload_file: Path
 
@@ -116,7 +116,7 @@ class Uwsgi(Process):
         folder: Path,
         tenants_file: Path,
         *,
-        socket: Path | None = None,
+        socket: Path | str | None = None,
         processes: int = 2,
         threads: int = 4,
         options: Sequence[str] = (),
@@ -229,6 +229,8 @@ class Nginx(Process):
         assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}"
         server = cls(argv, folder / "nginx.log")
         server.http_port, server.https_port = ports
+        if not re.search(r"\blisten 443\b", site):  # plain HTTP only
+            server.https_port = server.http_port
         try:
             wait_for(lambda: server.listening(), "nginx to listen", timeout=10)
         except BaseException:
