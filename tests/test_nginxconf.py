@@ -468,6 +468,10 @@ def many_tenants(count: int, domain: str = "customers.example.com") -> str:
         pytest.param(HOSTS_ONLY, id="hosts"),
         pytest.param(MIXED, id="mixed"),
         pytest.param(ANY_HOST, id="no-server-names"),
+        pytest.param(
+            MIXED.replace("x_host: 1}", "x_host: 2, x_port: 3}").replace("x_for: 1", "x_for: 2"),
+            id="balancer-in-front",
+        ),
         pytest.param(many_tenants(80), id="80"),
         pytest.param(many_tenants(300, "x" * 60 + ".example.com"), id="300-long-names"),
         pytest.param(many_tenants(600), id="600"),
