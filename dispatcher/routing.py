@@ -41,7 +41,7 @@ from .running import record_running
 from .spec import TenantSet
 from .tenant import TenantConfig
 from .tenantapp import STATES, States, TenantApp
-from .watch import FileWatcher, compare, content_hash
+from .watch import FileWatcher, compare
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -105,7 +105,6 @@ class Routes:
         self.tenants = tenants
         self.states = states
         self.held = held & tenants.keys()
-        self.sha256 = content_hash(tenant_set.text)
         targets: dict[str, Target] = dict(tenants)
         for name in self.held:
             retry_after = tenants[name].tenant.maintenance or 60
@@ -156,7 +155,8 @@ class Routes:
         body = {
             "status": "ok",
             "tenants": self.counts(),
-            "tenants_file_sha256": self.sha256,
+            # Which file this node serves: nodes that disagree have drifted apart.
+            "tenants_file_sha256": self.tenant_set.tenants_file_sha256,
         }
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"

@@ -47,7 +47,7 @@ def record_running(tenant_set: TenantSet) -> None:
             continue
         temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
         try:
-            with open(temporary, "w", encoding="utf-8") as f:
+            with open(temporary, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
             os.replace(temporary, path)
         except OSError as e:  # a read-only instance root costs only `diff` its default
@@ -102,7 +102,7 @@ def running_text(tenant_set: TenantSet) -> str | None:
 
 def _read(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:  # exact: its sha256 is the file's
             return f.read()
     except OSError:
         return None

@@ -12,9 +12,11 @@ them all, :func:`check_tenants` returns them (with warnings) for ``python -m dis
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .checker import Checker
 from .problems import ConfigError, Problem
@@ -45,8 +47,13 @@ class TenantSet:
     #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
     max_live_apps: int | None = None
     warnings: tuple[Problem, ...] = ()
-    #: The file's content as loaded.
+    #: The file's content as loaded (newlines as they are in the file).
     text: str = field(default="", repr=False, compare=False)
+
+    @cached_property
+    def tenants_file_sha256(self) -> str:
+        """Hex sha256 of the file's bytes as loaded: nodes serving the same file agree."""
+        return text_sha256(self.text)
 
     @property
     def enabled(self) -> tuple[TenantConfig, ...]:
@@ -64,6 +71,11 @@ class TenantSet:
 
     def __len__(self) -> int:
         return len(self.tenants)
+
+
+def text_sha256(text: str) -> str:
+    """The hex sha256 of a tenants file whose content (read with ``newline=""``) is ``text``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_tenants(
@@ -97,7 +109,8 @@ def check_tenants(
     file = os.fspath(path)
     try:
         if text is None:
-            with open(file, encoding="utf-8") as f:
+            # newline="": the text is the file's bytes exactly, so its sha256 is the file's.
+            with open(file, encoding="utf-8", newline="") as f:
                 text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

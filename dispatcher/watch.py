@@ -12,14 +12,13 @@ another does, tenant by tenant (the reload's log line, ``python -m dispatcher di
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .problems import ConfigError
-from .spec import TenantSet, load_tenants
+from .spec import TenantSet, load_tenants, text_sha256
 from .tenant import TenantConfig
 
 log = logging.getLogger("dispatcher")
@@ -61,11 +60,6 @@ def file_signature(path: str) -> tuple[int, int, int] | None:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
-def content_hash(text: str) -> str:
-    """The hex sha256 of a tenants file's content."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 class FileWatcher:
     """Watches the tenants file a set was loaded from, for edits worth loading."""
 
@@ -73,7 +67,7 @@ class FileWatcher:
         self.file = tenant_set.file
         self.instance_root = tenant_set.instance_root
         self._seen = file_signature(self.file)
-        self._hash = content_hash(tenant_set.text)
+        self._hash = tenant_set.tenants_file_sha256
         self._refused: str | None = None
 
     def changed(self, force: bool = False) -> TenantSet | None:
@@ -84,11 +78,11 @@ class FileWatcher:
             return None
         self._seen = signature
         try:
-            with open(self.file, encoding="utf-8") as f:
+            with open(self.file, encoding="utf-8", newline="") as f:  # exact, as it is hashed
                 text = f.read()
         except (OSError, UnicodeDecodeError):
             text = None  # load_tenants reports why, below
-        digest = content_hash(text) if text is not None else None
+        digest = text_sha256(text) if text is not None else None
         if not force and digest in (self._hash, self._refused):
             return None  # touched, or saved again unchanged: nothing to do
         try:

@@ -375,6 +375,8 @@ def test_module_help_lists_commands() -> None:
         "serve",
         "shell",
         "exec",
+        "nginx-config",
+        "status",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -14,6 +15,7 @@ from werkzeug.test import Client
 
 from dispatcher import Dispatcher, load_tenants, watch
 from dispatcher.build import app_engines
+from dispatcher.running import running_text
 from tests.conftest import Clock
 from tests.e2e.servers import wait_for
 
@@ -254,3 +256,38 @@ def test_a_requested_reload_rereads_an_unchanged_file(edit: Editor, tmp_path: Pa
     dispatcher.tick()
     assert status(client, "/bc/") == 200
     assert status(client, "/bb/") == 404
+
+
+def served_sha256(client: Client) -> str:
+    health = client.get("/_dispatcher/health", headers={"Host": "localhost"})
+    return str(health.json["tenants_file_sha256"])  # type: ignore[index]
+
+
+def test_health_names_the_file_as_last_loaded(edit: Editor, tmp_path: Path) -> None:
+    """DESIGN 13: the sha256 of the file's bytes; a valid edit changes it, an invalid one not."""
+    path = tmp_path / "tenants.yaml"
+    _, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert served_sha256(client) == first
+    edit("      acme: {path: /acme}\n      globex: {path: /globex}\n")
+    second = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert second != first
+    assert served_sha256(client) == second
+    edit("      acme: {pth: /acme}\n")  # invalid: still serving the second file
+    assert served_sha256(client) == second
+    assert status(client, "/globex/") == 200
+
+
+def test_sha256_is_of_the_bytes_even_with_crlf_newlines(edit: Editor, tmp_path: Path) -> None:
+    """A file written on Windows: the hash is what `sha256sum` says, and the copy kept for
+    `diff` (and for respawned workers) hashes the same."""
+    dispatcher, client = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    path = tmp_path / "tenants.yaml"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    dispatcher.tick()
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert served_sha256(client) == expected
+    running = running_text(dispatcher.tenant_set)
+    assert running is not None
+    assert load_tenants(path, text=running).tenants_file_sha256 == expected

@@ -1,9 +1,10 @@
-"""The whole deployment under test: uWSGI (2 processes x 4 threads) behind both nginx sites.
+"""The whole deployment under test: uWSGI (2 processes x 4 threads) behind nginx.
 
 One :class:`Stack` runs the project's uwsgi.ini on a temporary tenants file (:data:`TENANTS`,
-the echo test app and a probe app, instance folders under the stack's folder) and two nginx
-instances in front of it, one per shipped site file, each with HTTPS on a self-signed
-certificate for ``example.com`` and ``*.example.com``::
+the echo test app and a probe app, path and subdomain tenants, instance folders under the
+stack's folder) and nginx in front of it with the site ``nginx-config --tls`` generates for
+that file and that one node, HTTPS on a self-signed certificate for ``example.com`` and
+``*.example.com``::
 
     with Stack.running(folder, nginx="/usr/sbin/nginx", certs=cert_dir) as stack:
         reply = stack.call("acme", "/")          # https://app.example.com:<port>/acme/
@@ -18,6 +19,9 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from dispatcher import load_tenants
+from dispatcher.nginxconf import Tls, nginx_config
 
 from .client import Reply, fetch
 from .servers import Nginx, Uwsgi
@@ -69,12 +73,17 @@ def make_certificate(folder: Path, openssl: str) -> Path:
     return folder
 
 
+def site_for(tenants_file: Path, nodes: list[str], certs: Path) -> str:
+    """What ``nginx-config --tls`` prints for this file, these nodes and the test certificate."""
+    tls = Tls(str(certs / "fullchain.pem"), str(certs / "privkey.pem"))
+    return nginx_config(load_tenants(tenants_file), nodes, tls)
+
+
 @dataclass
 class Stack:
     folder: Path
     uwsgi: Uwsgi
-    path_site: Nginx
-    subdomain_site: Nginx
+    site: Nginx
     tls: ssl.SSLContext
 
     @classmethod
@@ -88,23 +97,15 @@ class Stack:
         with contextlib.ExitStack() as servers:
             uwsgi = Uwsgi.start(folder / "uwsgi", tenants_file, socket=socket)
             servers.callback(uwsgi.stop)
-            sites = []
-            for site in ("path-mounts.conf", "subdomains.conf"):
-                server = Nginx.start(nginx, folder / site.partition(".")[0], site, socket, certs)
-                servers.callback(server.stop)
-                sites.append(server)
-            yield cls(folder, uwsgi, sites[0], sites[1], tls)
+            site = site_for(tenants_file, [f"unix:{socket}"], certs)
+            server = Nginx.start(nginx, folder / "nginx", site)
+            servers.callback(server.stop)
+            yield cls(folder, uwsgi, server, tls)
 
-    def site_for(self, host: str) -> Nginx:
-        """The nginx that serves ``host``: path-mounts for app.example.com, else subdomains."""
-        return self.path_site if host == PATH_HOST else self.subdomain_site
-
-    def https(self, host: str, target: str, *, site: Nginx | None = None, **kwargs) -> Reply:
+    def https(self, host: str, target: str, **kwargs) -> Reply:
         """A request over HTTPS with ``Host: host:port``, as a browser sends it."""
-        site = site or self.site_for(host)
-        return fetch(
-            site.https_port, target, host=f"{host}:{site.https_port}", tls=self.tls, **kwargs
-        )
+        port = self.site.https_port
+        return fetch(port, target, host=f"{host}:{port}", tls=self.tls, **kwargs)
 
     def call(self, tenant: str, path: str, **kwargs) -> Reply:
         """A request to ``path`` of ``tenant`` at its public URL."""
@@ -113,7 +114,7 @@ class Stack:
 
     def public_url(self, tenant: str, path: str = "/") -> str:
         host, prefix = PUBLIC[tenant]
-        return f"https://{host}:{self.site_for(host).https_port}{prefix}{path}"
+        return f"https://{host}:{self.site.https_port}{prefix}{path}"
 
     def post_item(self, tenant: str, text: str) -> int | str:
         """POST an item; the status, or the name of the error if no response came."""

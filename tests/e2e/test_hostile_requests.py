@@ -86,14 +86,14 @@ def test_hostile_path(stack: Stack, target: str, expected: str | None) -> None:
 
 @pytest.mark.parametrize("host, expected", PATH_SITE_HOSTS.items(), ids=lambda v: repr(v)[:30])
 def test_odd_host_on_the_path_site(stack: Stack, host: str | None, expected: str | None) -> None:
-    site = stack.path_site
+    site = stack.site
     reply = fetch(site.https_port, "/acme/", host=host, tls=stack.tls, server_name=PATH_HOST)
     assert_refused_or_answered_by(reply, expected)
 
 
 @pytest.mark.parametrize("host, expected", SUBDOMAIN_SITE_HOSTS.items(), ids=lambda v: repr(v)[:30])
 def test_odd_host_on_the_subdomains_site(stack: Stack, host: str, expected: str | None) -> None:
-    site = stack.subdomain_site
+    site = stack.site
     reply = fetch(
         site.https_port, "/", host=host, tls=stack.tls, server_name="umbrella.example.com"
     )
@@ -106,21 +106,21 @@ def test_two_host_headers_are_refused(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    "site_name, expected", [("path_site", None), ("subdomain_site", "umbrella")]
+    "url, host, expected",
+    [
+        ("https://umbrella.example.com/", PATH_HOST, "umbrella"),
+        ("https://app.example.com/acme/", "umbrella.example.com", "acme"),
+        ("https://evil.com/acme/", PATH_HOST, None),
+    ],
 )
 def test_absolute_url_is_routed_by_the_host_nginx_routed_by(
-    stack: Stack, site_name: str, expected: str | None
+    stack: Stack, url: str, host: str, expected: str | None
 ) -> None:
     """``GET https://umbrella.example.com/`` with ``Host: app.example.com``: nginx picks the
-    server by the URL, so the app must see that host too (passing ``$http_host`` would not)."""
-    site = getattr(stack, site_name)
-    reply = fetch(
-        site.https_port,
-        "https://umbrella.example.com/",
-        host=f"{PATH_HOST}:{site.https_port}",
-        tls=stack.tls,
-        server_name=PATH_HOST,
-    )
+    server and the node by the URL, so the app must see that host too (passing
+    ``$http_host`` would not)."""
+    port = stack.site.https_port
+    reply = fetch(port, url, host=f"{host}:{port}", tls=stack.tls, server_name=host)
     assert_refused_or_answered_by(reply, expected)
 
 

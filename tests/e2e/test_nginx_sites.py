@@ -1,8 +1,10 @@
-"""The shipped nginx sites in front of real uWSGI: tenants at their public URLs, the catch-all
-server, HTTPS, and forwarded headers that carry the public scheme and host (DESIGN section 8)."""
+"""The nginx site that ``nginx-config --tls`` generates, in front of real uWSGI: tenants at
+their public URLs, the catch-all server, HTTPS, the reserved prefix, and forwarded headers that
+carry the public scheme and host (DESIGN sections 8 and 13)."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
 
@@ -41,13 +43,6 @@ def test_tenant_answers_at_its_public_url(stack: Stack, name: str) -> None:
     assert data["secure"] is True
 
 
-def test_path_tenants_answer_through_the_subdomains_site_too(stack: Stack) -> None:
-    reply = stack.https(PATH_HOST, "/acme/", site=stack.subdomain_site)
-    assert reply.status == 200, reply.text
-    port = stack.subdomain_site.https_port
-    assert reply.json()["external"] == f"https://{PATH_HOST}:{port}/acme/"
-
-
 def test_redirects_carry_the_public_scheme_and_host(stack: Stack) -> None:
     slash = stack.call("acme", "")  # werkzeug's redirect of /acme to /acme/
     assert slash.status == 308
@@ -60,8 +55,8 @@ def test_redirects_carry_the_public_scheme_and_host(stack: Stack) -> None:
 
 @pytest.mark.parametrize("host", [PATH_HOST, "umbrella.example.com"])
 def test_plain_http_redirects_to_https(stack: Stack, host: str) -> None:
-    site = stack.site_for(host)
-    reply = fetch(site.http_port, "/items?page=2", host=f"{host}:{site.http_port}")
+    port = stack.site.http_port
+    reply = fetch(port, "/items?page=2", host=f"{host}:{port}")
     assert reply.status == 301
     # nginx's $host has no port: right in production (80 -> 443), wrong only in this test.
     assert reply.headers["location"] == f"https://{host}/items?page=2"
@@ -69,28 +64,32 @@ def test_plain_http_redirects_to_https(stack: Stack, host: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["evil.com", "umbrella.example.com", "localhost", "127.0.0.1", "app.example.com.evil.com"],
+    [
+        "evil.com",
+        "localhost",
+        "127.0.0.1",
+        "app.example.com.evil.com",
+        "example.com",
+        "nobody.example.com",  # an unknown subdomain
+        "acme.example.com",  # a path tenant's name as a subdomain
+        "umbrella.example.com.evil.com",
+    ],
 )
-def test_path_site_refuses_other_hosts_before_uwsgi(stack: Stack, host: str) -> None:
-    site = stack.path_site
+def test_unknown_hosts_are_refused_before_uwsgi(stack: Stack, host: str) -> None:
+    site = stack.site
     for reply in (
         fetch(site.https_port, "/acme/", host=host, tls=stack.tls, server_name=PATH_HOST),
+        fetch(site.https_port, "/", host=host, tls=stack.tls, server_name="umbrella.example.com"),
         fetch(site.http_port, "/acme/", host=host),
     ):
         assert reply.status == 404
         assert from_nginx(reply.text)
+        assert not any(name in reply.text for name in TENANT_NAMES)
 
 
-def test_subdomains_site_refuses_other_domains_before_uwsgi(stack: Stack) -> None:
-    site = stack.subdomain_site
-    reply = fetch(site.https_port, "/", host="evil.com", tls=stack.tls, server_name="a.example.com")
-    assert reply.status == 404
-    assert from_nginx(reply.text)
-
-
-@pytest.mark.parametrize("host", ["nobody.example.com", "acme.example.com"])
-def test_unknown_subdomain_gets_the_dispatchers_404(stack: Stack, host: str) -> None:
-    reply = stack.https(host, "/")
+def test_a_host_tenant_never_answers_with_a_path_tenant(stack: Stack) -> None:
+    """Host routing comes first: /acme/ on umbrella's host is umbrella's (its own 404)."""
+    reply = stack.https("umbrella.example.com", "/acme/")
     assert reply.status == 404
     assert not from_nginx(reply.text)
     assert not any(name in reply.text for name in TENANT_NAMES)
@@ -112,25 +111,50 @@ def test_tls_handshake_refused_without_a_known_server_name(
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     with (
-        socket.create_connection(("127.0.0.1", stack.path_site.https_port), timeout=5) as raw,
+        socket.create_connection(("127.0.0.1", stack.site.https_port), timeout=5) as raw,
         pytest.raises(ssl.SSLError),
     ):
         context.wrap_socket(raw, server_hostname=server_name)
 
 
 def test_health_through_nginx(stack: Stack) -> None:
+    sha256 = hashlib.sha256((stack.folder / "tenants.yaml").read_bytes()).hexdigest()
     for host in (PATH_HOST, "umbrella.example.com"):
         reply = stack.https(host, "/_dispatcher/health")
         assert reply.status == 200
         assert reply.json()["tenants"]["ready"] == len(TENANT_NAMES)
+        assert reply.json()["tenants_file_sha256"] == sha256
         assert not any(name in reply.text for name in TENANT_NAMES)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/_dispatcher/metrics",
+        "/_dispatcher/metrics?x=1",
+        "/_dispatcher",
+        "/_dispatcher/",
+        "/_dispatcher/%6detrics",
+        "/_dispatcher//metrics",
+        "/_dispatcher/health/../metrics",
+        "/acme/../_dispatcher/metrics",
+        "/_dispatcher/anything/else",
+    ],
+)
+@pytest.mark.parametrize("host", [PATH_HOST, "umbrella.example.com"])
+def test_reserved_paths_other_than_health_are_nginxs_404(
+    stack: Stack, host: str, target: str
+) -> None:
+    """Metrics name tenants: they never leave the node through nginx (DESIGN 11, 13)."""
+    reply = stack.https(host, target)
+    assert reply.status == 404
+    assert from_nginx(reply.text)
 
 
 @pytest.mark.parametrize("name", ["probe", "probe-sub"])
 def test_forwarded_headers_come_from_nginx_not_the_client(stack: Stack, name: str) -> None:
     data = stack.call(name, "/env", headers=SPOOFED).json()
-    host = PUBLIC[name][0]
-    public_host = f"{host}:{stack.site_for(host).https_port}"
+    public_host = f"{PUBLIC[name][0]}:{stack.site.https_port}"
     assert data["forwarded"] == {
         "HTTP_X_FORWARDED_FOR": "127.0.0.1",
         "HTTP_X_FORWARDED_PROTO": "https",
