@@ -30,19 +30,22 @@ _JOIN = "JOIN pg_namespace n ON n.oid = c.relnamespace"
 TABLES = f"SELECT n.nspname, c.relname FROM pg_class c {_JOIN} WHERE c.relkind IN ('r', 'p') AND {_USER} ORDER BY 1, 2"  # noqa: E501
 SEQUENCES = f"SELECT n.nspname, c.relname FROM pg_class c {_JOIN} WHERE c.relkind = 'S' AND {_USER} ORDER BY 1, 2"  # noqa: E501
 _NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = {oid} AND e.deptype = 'e')"
-#: What the portable dump does not cover: (what, query for the names of such objects).
+_KIND = (
+    "CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' "
+    "WHEN 'f' THEN 'foreign table' WHEN 'p' THEN 'partitioned table' ELSE 'composite type' END"
+)
+#: What the portable dump does not cover: queries naming such objects ("view public.recent").
 _UNSUPPORTED = (
-    ("view, foreign or partitioned table, composite type",
-     f"SELECT c.oid::regclass::text FROM pg_class c {_JOIN} WHERE c.relkind IN ('v', 'm', 'f', 'p', 'c') AND {_USER}"),  # noqa: E501
-    ("inherited table", "SELECT inhrelid::regclass::text FROM pg_inherits"),
-    ("function", f"SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_USER} AND {_NOT_EXTENSION.format(oid='p.oid')}"),  # noqa: E501
-    ("type", f"SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {_USER} AND {_NOT_EXTENSION.format(oid='t.oid')}"),  # noqa: E501
-    ("trigger", "SELECT tgname || ' on ' || tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal"),  # noqa: E501
-    ("extension", "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"),
-    ("policy", "SELECT polname || ' on ' || polrelid::regclass::text FROM pg_policy"),
-    ("rule", f"SELECT r.rulename || ' on ' || c.oid::regclass::text FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class {_JOIN} WHERE c.relkind = 'r' AND {_USER}"),  # noqa: E501
-    ("generated column", f"SELECT c.oid::regclass::text || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid {_JOIN} WHERE a.attgenerated <> '' AND NOT a.attisdropped AND {_USER}"),  # noqa: E501
-)  # fmt: skip
+    f"SELECT {_KIND} || ' ' || c.oid::regclass::text FROM pg_class c {_JOIN} WHERE c.relkind IN ('v', 'm', 'f', 'p', 'c') AND {_USER}",  # noqa: E501
+    "SELECT 'inherited table ' || inhrelid::regclass::text FROM pg_inherits",
+    f"SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_USER} AND {_NOT_EXTENSION.format(oid='p.oid')}",  # noqa: E501
+    f"SELECT 'type ' || t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {_USER} AND {_NOT_EXTENSION.format(oid='t.oid')}",  # noqa: E501
+    "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal",  # noqa: E501
+    "SELECT 'extension ' || extname FROM pg_extension WHERE extname <> 'plpgsql'",
+    "SELECT 'policy ' || polname || ' on ' || polrelid::regclass::text FROM pg_policy",
+    f"SELECT 'rule ' || r.rulename || ' on ' || c.oid::regclass::text FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class {_JOIN} WHERE c.relkind = 'r' AND {_USER}",  # noqa: E501
+    f"SELECT 'generated column ' || c.oid::regclass::text || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid {_JOIN} WHERE a.attgenerated <> '' AND NOT a.attisdropped AND {_USER}",  # noqa: E501
+)
 _TABLE_INFO = f"SELECT c.oid, n.nspname, c.relname, c.relpersistence FROM pg_class c {_JOIN} WHERE c.relkind = 'r' AND {_USER} ORDER BY 2, 3"  # noqa: E501
 _COLUMNS = """
 SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -119,11 +122,7 @@ def dump(connection: Connection, names: list[tuple[str, str]], staging: str) -> 
     """Write ``database/schema.json`` and one COPY file per table into ``staging``, in the
     transaction (and so the snapshot) the caller opened."""
     connection.execute("SET LOCAL search_path = ''")  # every name in definitions qualified
-    missing = [
-        f"{what} {name}"
-        for what, query in _UNSUPPORTED
-        for (name,) in connection.execute(query).fetchall()
-    ]
+    missing = [str(row[0]) for query in _UNSUPPORTED for row in connection.execute(query)]
     if missing:
         raise BackupError(
             "the portable dump covers tables, sequences, constraints and indexes; this database "

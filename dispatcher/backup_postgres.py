@@ -197,7 +197,9 @@ def _qualified(connection: psycopg.Connection[Any]) -> list[str]:
 def _check_counts(connection: psycopg.Connection[Any], expected: dict[str, int]) -> None:
     found = portable.row_counts(connection, portable.tables(connection))
     if found != expected:
-        raise BackupError(f"the restored rows do not match the archive: {found} != {expected}")
+        raise BackupError(
+            f"the restored rows {found} do not match the archive's {expected}: rolled back"
+        )
 
 
 def _verify_sql(tables: dict[str, int]) -> str:
@@ -255,7 +257,7 @@ def _version(path: str) -> str | None:
         result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", result.stdout)
+    match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", result.stdout)
     return match.group(1) if match else None
 
 

@@ -175,7 +175,7 @@ def archive(ctx: click.Context, name: str, drop_database: bool) -> None:
         except Exception as e:
             raise click.ClickException(f"{name}: not archived: {_reason(e)}") from None
     if done.backup is not None:
-        click.echo(f"backed up: {done.backup}")
+        click.echo(str(done.backup))
     click.echo(f"{name}: instance folder moved to {done.folder}")
     if done.dropped:
         click.echo(f"{name}: database {done.database} dropped")
