@@ -17,11 +17,10 @@ the manifest, and an archive older than the app's newest migration upgraded to i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from alembic.script import ScriptDirectory
@@ -30,15 +29,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import backup_postgres as postgres
 from . import backup_sqlite as sqlite
 from . import rules
-from .backup import OWN_FILES, Taken, backend, backup_tenant, current_rows, default_folder
-from .backup import instance_files as live_files
-from .backup_archive import Opened, disk_error, open_archive, read_manifest, sha256_of
+from .backup import Taken, backend, backup_tenant, current_rows, default_folder
+from .backup_archive import Opened, disk_error, open_archive, read_manifest
 from .build import built_app
 from .database import ensure_database, upgrade_to_head
 from .errors import BackupError
 from .holds import held
-from .isolation import SECRET_KEY_FILE, make_instance_folder
 from .migrate import head_revision
+from .restore_files import InstanceFiles, scratch
 from .spec import TenantSet
 from .tenant import TenantConfig
 
@@ -84,13 +82,20 @@ def restore(
     """Put the archive at ``path`` into ``target``; with ``own_files=False`` (``--as``, clone)
     its ``secret_key`` and ``config.py`` are neither copied nor touched."""
     kind = backend(target)
+    if os.path.realpath(path).startswith(os.path.realpath(target.instance_path) + os.sep):
+        raise BackupError(
+            f"{path} is inside tenant '{target.name}''s instance folder, which the restore "
+            "replaces: move it out first"
+        )
     manifest = read_manifest(path)
     migrations = _check_target(tenant_set, manifest.app, manifest.backend, target, kind)
     _check_revision(manifest.revision, migrations, path)
-    with _scratch(tenant_set.instance_root, target.name) as scratch:
-        opened = open_archive(path, os.path.join(scratch, "archive"))
+    with scratch(tenant_set.instance_root, target.name) as folder:
+        opened = open_archive(path, os.path.join(folder, "archive"))
+        if opened.manifest != manifest:
+            raise BackupError(f"{path} changed while it was being read; run the restore again")
         _check_staged(opened)
-        files = _Files(target, opened, own_files)
+        files = InstanceFiles(target, opened, own_files)
         if not force and (reason := _data(target, files)):
             raise HasData(target, reason)
         with held(tenant_set, target.name, "restoring"):
@@ -105,7 +110,7 @@ def restore(
                 say(f"what the restore replaces is kept in {replaced.path}")
             reload = files.own_changed()
             try:
-                files.swap(os.path.join(scratch, "replaced"))
+                files.swap(os.path.join(folder, "replaced"))
                 try:
                     _restore_database(target, kind, opened)
                     files.write_sqlite_files()
@@ -140,18 +145,18 @@ def clone(
     if rows:  # the restore checks again (and the files too); this saves backing up the source
         raise _clone_refused(target, ", ".join(f"{n:,} row(s) in {t}" for t, n in rows.items()))
     try:  # beside the instance folders: a failed clone leaves no new folder behind
-        scratch = tempfile.mkdtemp(
+        holding = tempfile.mkdtemp(
             prefix=f".clone-{target.name}.", suffix=".tmp", dir=tenant_set.instance_root
         )
     except OSError as e:
         raise disk_error(e, f"cannot write in {tenant_set.instance_root}") from e
     try:
-        taken = backup_tenant(source, scratch)
+        taken = backup_tenant(source, holding)
         return restore(tenant_set, taken.path, target, own_files=False, say=say)
     except HasData as e:
         raise _clone_refused(target, e.reason) from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(holding, ignore_errors=True)
 
 
 def _clone_refused(target: TenantConfig, reason: str) -> BackupError:
@@ -214,7 +219,7 @@ def _check_staged(opened: Opened) -> None:
             raise BackupError(f"{opened.path}: its database does not hold the rows it lists")
 
 
-def _data(target: TenantConfig, files: _Files) -> str | None:
+def _data(target: TenantConfig, files: InstanceFiles) -> str | None:
     """Why the target counts as having data (rows, or files the restore would change)."""
     rows = {t: n for t, n in (current_rows(target) or {}).items() if n and t != "alembic_version"}
     if rows:
@@ -267,110 +272,3 @@ def _upgrade(
             f"`python -m dispatcher migrate {target.name}`"
         ) from e
     return revision, head
-
-
-@contextlib.contextmanager
-def _scratch(instance_root: str, name: str) -> Iterator[str]:
-    """A hidden folder in the instance root (the instance folder's file system, so staged
-    files move into place by renaming), removed afterwards, with the root if made for it."""
-    made_root = not os.path.isdir(instance_root)
-    try:
-        os.makedirs(instance_root, mode=0o700, exist_ok=True)
-        path = tempfile.mkdtemp(prefix=f".restore-{name}.", suffix=".tmp", dir=instance_root)
-    except OSError as e:
-        raise disk_error(e, f"cannot write in {instance_root}") from e
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        if made_root:
-            with contextlib.suppress(OSError):
-                os.rmdir(instance_root)  # only if still empty
-
-
-class _Files:
-    """The instance files a restore replaces: moved aside, then the archive's moved in."""
-
-    def __init__(self, target: TenantConfig, opened: Opened, own_files: bool) -> None:
-        self.folder = target.instance_path
-        keep = () if own_files else OWN_FILES
-        self.live = [f for f in live_files(target)[0] if f not in keep]
-        self.incoming = {
-            name.removeprefix("files/"): staged
-            for name, staged in opened.staged.items()
-            if name.startswith("files/") and name.removeprefix("files/") not in keep
-        }
-        # A live SQLite file is written into, like the database, never replaced.
-        self.into = [
-            f
-            for f in self.incoming
-            if f in self.live
-            and sqlite.is_sqlite(self._live(f))
-            and sqlite.is_sqlite(self.incoming[f])
-        ]
-        self.moved: list[str] = []
-        self.placed: list[str] = []
-        self.made_folder = False
-        self.trash = ""
-
-    def _live(self, name: str) -> str:
-        return os.path.join(self.folder, *name.split("/"))
-
-    def changed(self) -> list[str]:
-        """Live files (the generated secret key aside) the archive would remove or change."""
-        changed = []
-        for name in self.live:
-            if name == SECRET_KEY_FILE:
-                continue
-            incoming = self.incoming.get(name)
-            if incoming is None or sha256_of(incoming) != sha256_of(self._live(name)):
-                changed.append(name)
-        return changed
-
-    def own_changed(self) -> tuple[str, ...]:
-        """Which of ``secret_key`` and ``config.py`` the restore adds, changes or removes."""
-        changed = []
-        for name in OWN_FILES:
-            live = self._live(name) if name in self.live else None
-            incoming = self.incoming.get(name)
-            if live is None and incoming is None:
-                continue
-            if live is None or incoming is None or sha256_of(live) != sha256_of(incoming):
-                changed.append(name)
-        return tuple(changed)
-
-    def swap(self, trash: str) -> None:
-        self.trash = trash
-        try:
-            self.made_folder = not os.path.isdir(self.folder)
-            make_instance_folder(self.folder)
-            for name in self.live:
-                if name not in self.into:
-                    _move(self._live(name), os.path.join(trash, *name.split("/")))
-                    self.moved.append(name)
-            for name, staged in self.incoming.items():
-                if name not in self.into:
-                    _move(staged, self._live(name))
-                    self.placed.append(name)
-        except OSError as e:
-            self.undo()
-            raise disk_error(e, f"cannot put the instance files into {self.folder}") from e
-
-    def write_sqlite_files(self) -> None:
-        for name in self.into:
-            sqlite.restore_into(self.incoming[name], self._live(name))
-
-    def undo(self) -> None:
-        """Put every live file back where it was."""
-        for name in reversed(self.placed):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._live(name))
-        for name in reversed(self.moved):
-            _move(os.path.join(self.trash, *name.split("/")), self._live(name))
-        if self.made_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _move(source: str, destination: str) -> None:
-    os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
-    shutil.move(source, destination)
