@@ -286,6 +286,13 @@ def report(results: dict[str, dict[str, list[float]]], options: argparse.Namespa
             f"{spread(figures['backup'], 2)} | {spread(figures['into empty'], 2)} | "
             f"{spread(figures['force'], 2)} |"
         )
+    lines += [
+        "",
+        "A backup's time beyond the baseline is mostly gzip (level 1, which takes half the "
+        "time of the default level 6 for archives 9% larger) and the sha256 of each member; a "
+        "restore's is the hold, unpacking and checking the archive, and counting the rows "
+        "before and after. `--force` adds a backup of what is replaced.",
+    ]
     section = "\n".join(lines) + "\n"
     print(section)
     write_section(HEADING, section)

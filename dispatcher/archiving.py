@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from . import backup_postgres as postgres
 from . import backup_sqlite as sqlite
 from .backup import NothingToBackUp, Taken, backend, backup_tenant, default_folder
-from .backup_archive import disk_error
+from .backup_archive import create, disk_error
 from .errors import BackupError
 from .holds import held
 from .problems import ConfigError
@@ -89,32 +89,36 @@ def archive_tenant(
             )
         except NothingToBackUp:
             taken = None
-        dropped = False
-        if kind == "postgresql" and drop_database:
+        dropped = kind == "postgresql" and drop_database
+        if dropped:
             postgres.drop_database(tenant.database_uri)
-            dropped = True
-        elif kind == "sqlite":
+        database = _shown(tenant.database_uri)
+        if kind == "sqlite":
             path = sqlite.database_path(tenant.database_uri)
             inside = path is not None and path.startswith(tenant.instance_path + os.sep)
-            if path is not None and not inside and os.path.exists(path):
+            if inside:
+                database += " (moved with the folder)"
+            elif path is not None and os.path.exists(path):
                 notes.append(f"its database {path} is outside the instance folder: left there")
         destination = _free(os.path.join(tenant_set.instance_root, ARCHIVE_FOLDER, tenant.name))
         try:
             os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
             os.rename(tenant.instance_path, destination)
-            record = {
-                "tenant": tenant.name,
-                "app": tenant.app,
-                "database": _shown(tenant.database_uri),
-                "database_dropped": dropped,
-                "archived_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "backup": taken.path if taken else None,
-            }
-            with open(os.path.join(destination, RECORD), "w") as f:
-                json.dump(record, f, indent=2)
         except OSError as e:
             raise disk_error(e, f"cannot move {tenant.instance_path} to {destination}") from e
-    database = _shown(tenant.database_uri)
+    record = {
+        "tenant": tenant.name,
+        "app": tenant.app,
+        "database": database,
+        "database_dropped": dropped,
+        "archived_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "backup": taken.path if taken else None,
+    }
+    try:
+        with create(os.path.join(destination, RECORD)) as f:
+            f.write(json.dumps(record, indent=2).encode())
+    except OSError as e:  # archived all the same; only `list --archived` will know less
+        notes.append(f"could not write {RECORD} ({e.strerror}); the tenant is archived anyway")
     return Archived(tenant.name, destination, taken, database, dropped, tuple(notes))
 
 

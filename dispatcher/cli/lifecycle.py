@@ -100,7 +100,7 @@ def restore(ctx: click.Context, archive: str, as_name: str | None, force: bool) 
     hint = "" if as_name else " (the archive's tenant; give another with --as NAME)"
     target = _tenant(tenant_set, name, hint)
     click.echo(
-        f"{archive}: tenant {manifest.tenant}, app {manifest.app}, revision "
+        f"Archive {archive}: tenant {manifest.tenant}, app {manifest.app}, revision "
         f"{manifest.revision or '-'}, taken {manifest.created_at}"
     )
     with tenant_context(name):
@@ -179,7 +179,7 @@ def archive(ctx: click.Context, name: str, drop_database: bool) -> None:
     click.echo(f"{name}: instance folder moved to {done.folder}")
     if done.dropped:
         click.echo(f"{name}: database {done.database} dropped")
-    elif done.database.startswith("postgresql"):
+    elif not done.database.startswith("sqlite"):
         click.echo(f"{name}: database {done.database} kept (--drop-database drops it)")
     for note in done.notes:
         click.echo(f"{name}: {note}")
