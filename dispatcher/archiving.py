@@ -30,6 +30,7 @@ from .backup_archive import create, disk_error
 from .errors import BackupError
 from .holds import held
 from .problems import ConfigError
+from .restore_files import one_at_a_time
 from .spec import TenantSet, load_tenants
 from .tenant import TenantConfig
 
@@ -82,7 +83,7 @@ def archive_tenant(
     if not os.path.isdir(tenant.instance_path):
         raise BackupError(f"tenant '{tenant.name}' has no instance folder {tenant.instance_path}")
     notes = []
-    with held(tenant_set, tenant.name, "archiving"):
+    with one_at_a_time(tenant_set.instance_root), held(tenant_set, tenant.name, "archiving"):
         try:
             taken = backup_tenant(
                 tenant, default_folder(tenant_set.instance_root), label="archived"

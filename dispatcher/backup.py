@@ -81,6 +81,13 @@ def backup_tenant(tenant: TenantConfig, folder: str, *, label: str = "") -> Take
     started = time.perf_counter()
     kind = backend(tenant)
     folder = os.path.abspath(folder)
+    if (os.path.realpath(folder) + os.sep).startswith(
+        os.path.realpath(tenant.instance_path) + os.sep
+    ):
+        raise BackupError(
+            f"{folder} is inside tenant '{tenant.name}''s instance folder: the archive would "
+            "back itself up. Choose a folder outside it"
+        )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     stem = f"{tenant.name}-{stamp}" + (f"-{label}" if label else "")
     try:

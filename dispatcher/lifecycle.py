@@ -36,7 +36,7 @@ from .database import ensure_database, upgrade_to_head
 from .errors import BackupError
 from .holds import held
 from .migrate import head_revision
-from .restore_files import InstanceFiles, scratch
+from .restore_files import InstanceFiles, one_at_a_time, scratch
 from .spec import TenantSet
 from .tenant import TenantConfig
 
@@ -81,6 +81,14 @@ def restore(
 ) -> Restored:
     """Put the archive at ``path`` into ``target``; with ``own_files=False`` (``--as``, clone)
     its ``secret_key`` and ``config.py`` are neither copied nor touched."""
+    with one_at_a_time(tenant_set.instance_root):
+        return _restore(tenant_set, path, target, own_files=own_files, force=force, say=say)
+
+
+def _restore(
+    tenant_set: TenantSet, path: str, target: TenantConfig, *, own_files: bool, force: bool,
+    say: Say,
+) -> Restored:  # fmt: skip
     kind = backend(target)
     if os.path.realpath(path).startswith(os.path.realpath(target.instance_path) + os.sep):
         raise BackupError(
@@ -152,7 +160,8 @@ def clone(
         raise disk_error(e, f"cannot write in {tenant_set.instance_root}") from e
     try:
         taken = backup_tenant(source, holding)
-        return restore(tenant_set, taken.path, target, own_files=False, say=say)
+        with one_at_a_time(tenant_set.instance_root):
+            return _restore(tenant_set, taken.path, target, own_files=False, force=False, say=say)
     except HasData as e:
         raise _clone_refused(target, e.reason) from None
     finally:

@@ -14,6 +14,7 @@ with the backup API, like the database, never replaced::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -23,8 +24,33 @@ from . import backup_sqlite as sqlite
 from .backup import OWN_FILES
 from .backup import instance_files as live_files
 from .backup_archive import Opened, disk_error, sha256_of
+from .errors import BackupError
 from .isolation import SECRET_KEY_FILE, make_instance_folder
 from .tenant import TenantConfig
+
+
+@contextlib.contextmanager
+def one_at_a_time(instance_root: str) -> Iterator[None]:
+    """Refuse a second restore, clone or archive on the same instance root while one runs.
+
+    An exclusive ``flock`` on the instance root folder itself (no lock file to leave behind),
+    released when the command ends, however it ends.
+    """
+    if not os.path.isdir(instance_root):  # nothing there yet that two commands could share
+        yield
+        return
+    folder = os.open(instance_root, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError(
+                f"another restore, clone or archive is running on {instance_root}; run this "
+                "one when it is done (nothing was changed)"
+            ) from None
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 @contextlib.contextmanager

@@ -150,6 +150,15 @@ def test_backup_to_another_folder(tenants: Tenants, tmp_path: Path) -> None:
     assert archive_path(result, "acme").parent == tmp_path / "offsite" / "daily"
 
 
+def test_backup_into_the_tenants_own_folder_is_refused(tenants: Tenants) -> None:
+    tenants.add("acme", "a")
+    before = state(Path(tenants.set.instance_root))
+    inside = str(tenants.folder("acme") / "backups")
+    result = cli(tenants.file, "backup", "acme", "--to", inside)
+    failed_cleanly(result, 1, "is inside tenant 'acme''s instance folder", "Choose a folder")
+    assert state(Path(tenants.set.instance_root)) == before
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -5,6 +5,7 @@ database that running workers hold open, and every failure changes nothing (DESI
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -181,6 +182,29 @@ def test_restore_into_a_database_of_another_page_size(tenants: Tenants) -> None:
     assert items(globex) == ["a", "b"]
     with contextlib.closing(sqlite3.connect(globex)) as db:
         assert db.execute("PRAGMA page_size").fetchone()[0] == 8192
+
+
+def test_one_restore_clone_or_archive_at_a_time(tenants: Tenants) -> None:
+    """Another command holding the instance root: refused at once, nothing changed."""
+    tenants.add("acme", "a")
+    archive = backup(tenants)
+    tenants.folder("hooli").mkdir()
+    root = Path(tenants.set.instance_root)
+    before = state(root)
+    other = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        for args in (
+            ["restore", str(archive), "--force"],
+            ["clone", "acme", "umbrella"],
+            ["archive", "hooli"],
+        ):
+            result = cli(tenants.file, *args)
+            failed_cleanly(result, 1, f"another restore, clone or archive is running on {root}")
+    finally:
+        os.close(other)
+    assert state(root) == before
+    assert cli(tenants.file, "restore", str(archive), "--force").exit_code == 0  # free again
 
 
 # --- every failure changes nothing --------------------------------------------------------
