@@ -12,7 +12,7 @@ See README.md and docs/ for tenants.yaml, the CLI (``python -m dispatcher``), th
 from __future__ import annotations
 
 from .build import build_app
-from .errors import BuildError, DispatcherError, IsolationError
+from .errors import BackupError, BuildError, DispatcherError, IsolationError
 from .problems import ConfigError, Problem
 from .routing import Dispatcher
 from .serve import create_dispatcher, flask_app
@@ -21,6 +21,7 @@ from .tenant import TenantConfig
 from .tenantapp import TenantApp
 
 __all__ = [
+    "BackupError",
     "BuildError",
     "ConfigError",
     "Dispatcher",

@@ -6,7 +6,8 @@
     ├── ConfigError          a tenants file that cannot be used (every problem listed)
     ├── BuildError           a tenant whose app could not be built: it answers 503
     │   └── IsolationError   an app the dispatcher refuses to serve (it could reach another tenant)
-    └── CopyError            copy-db could not finish or verify; the source is untouched
+    ├── CopyError            copy-db could not finish or verify; the source is untouched
+    └── BackupError          a backup, restore, archive or clone could not be done; no change
 """
 
 from __future__ import annotations
@@ -26,3 +27,11 @@ class IsolationError(BuildError):
 
 class CopyError(DispatcherError):
     """The copy cannot be done or did not verify; the source is untouched."""
+
+
+class BackupError(DispatcherError):
+    """A backup, restore, archive or clone that cannot be done or did not verify.
+
+    Raised before anything is changed, or after what was changed has been put back; the
+    message says what is wrong and what to do.
+    """

@@ -375,6 +375,10 @@ def test_module_help_lists_commands() -> None:
         "serve",
         "shell",
         "exec",
+        "backup",
+        "restore",
+        "archive",
+        "clone",
         "nginx-config",
         "status",
     }

@@ -9,8 +9,8 @@ problem at once, with exit status 1::
     python -m dispatcher exec acme -- routes
 
 The commands live in modules by concern: :mod:`.tenants` (check, list, diff), :mod:`.databases`
-(init-db, migrate, copy-db), :mod:`.run` (serve, shell, exec), :mod:`.fleet` (nginx-config,
-status).
+(init-db, migrate, copy-db), :mod:`.run` (serve, shell, exec), :mod:`.lifecycle` (backup,
+restore, archive, clone), :mod:`.fleet` (nginx-config, status).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 
 import click
 
-from . import databases, fleet, run, tenants
+from . import databases, fleet, lifecycle, run, tenants
 from .common import DEFAULT_FILE, Options
 
 __all__ = ["main"]
@@ -41,7 +41,7 @@ def main(ctx: click.Context, tenants_file: str) -> None:
     ctx.obj = Options(tenants_file)
 
 
-for module in (tenants, databases, run, fleet):
+for module in (tenants, databases, run, lifecycle, fleet):
     for command in module.COMMANDS:
         main.add_command(command)
 

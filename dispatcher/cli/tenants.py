@@ -20,6 +20,7 @@ from ..spec import check_tenants, load_tenants
 from ..tenant import TenantConfig
 from ..watch import compare
 from .common import load, tenants_file, tenants_file_option, without_secrets
+from .lifecycle import echo_archived
 
 
 @click.command()
@@ -59,16 +60,21 @@ def check(ctx: click.Context, processes: int | None, threads: int | None, nodes:
 
 @click.command("list")
 @click.option("--build", is_flag=True, help="Build each eager tenant, as a worker's boot does.")
+@click.option("--archived", is_flag=True, help="Show the archived tenants instead.")
 @tenants_file_option
 @click.pass_context
-def list_tenants(ctx: click.Context, build: bool) -> None:
+def list_tenants(ctx: click.Context, build: bool, archived: bool) -> None:
     """Show each tenant's app, mount, database (password hidden), revision and state.
 
     The state is what the file says (eager, lazy, maintenance, disabled), or maintenance while
     ``migrate`` holds the tenant. With --build, each eager tenant is built here as a worker
-    would build it at boot, and shows "ready" or "failed: <reason>".
+    would build it at boot, and shows "ready" or "failed: <reason>". With --archived, the
+    tenants put away by ``archive``: when, app, database, backup, folder.
     """
     tenant_set = load(ctx)
+    if archived:
+        echo_archived(tenant_set)
+        return
     held = held_names(tenant_set.instance_root)
     rows = [("NAME", "APP", "MOUNT", "DATABASE", "REVISION", "STATE")]
     for t in tenant_set:
