@@ -33,7 +33,7 @@ from werkzeug.wrappers import Response
 
 from .build import build_app, operator_interrupt
 from .eviction import LiveApps
-from .holds import CHECK_INTERVAL, HoldsWatcher
+from .holds import CHECK_INTERVAL, store_for, worker_name
 from .isolation import SecretKeys
 from .logs import install_record_factory
 from .rules import RESERVED_PREFIX
@@ -198,18 +198,17 @@ class Dispatcher:
         self._set_routes(Routes(tenant_set, handles, self.states))
         record_running(tenant_set)
         self.watcher = FileWatcher(tenant_set) if watch else None
-        self.holds = HoldsWatcher(tenant_set.instance_root) if watch else None
+        self.holds = store_for(tenant_set) if watch else None
+        self.worker = worker_name()
         self._force = False
         self._held: frozenset[str] = frozenset()
         self._tick_lock = threading.Lock()
         self._ticker: _Ticker | None = None
-        if self.holds is not None:
-            held = self.holds.changed()
-            if held:
-                self.hold(held)
         if background:
             self._ticker = _Ticker(self)
             _restart_after_fork(self)
+        if self.holds is not None:
+            self._follow_holds()
 
     @property
     def tenant_set(self) -> TenantSet:
@@ -294,9 +293,7 @@ class Dispatcher:
                 if tenant_set is not None:
                     self.swap(tenant_set)
             if self.holds is not None:
-                held = self.holds.changed()
-                if held is not None:
-                    self.hold(held)
+                self._follow_holds()
             self.live.sweep()
             for handle in list(self.states.failed.values()):
                 if not handle.tenant.lazy:
@@ -338,17 +335,47 @@ class Dispatcher:
         return old
 
     def hold(self, names: frozenset[str]) -> None:
-        """Answer 503 for exactly these tenants (while their schema migrates), keeping apps."""
-        self._held = names
+        """Answer 503 for exactly these tenants; ones no longer held serve again."""
+        released, self._held = self._held - names, names
         routes = self.routes
         if names & routes.tenants.keys() != routes.held:
             self._set_routes(Routes(routes.tenant_set, routes.tenants, self.states, names))
             log.info("tenants held in maintenance: %d", len(self.routes.held))
+        for name in released:  # their app was dropped while held: eager ones are built again
+            handle = routes.tenants.get(name)
+            if handle is not None and handle.app is None and not handle.tenant.lazy:
+                handle.start_build()
+
+    def _follow_holds(self) -> None:
+        """Apply the holds, let go of held tenants, and (a worker that ticks on its own)
+        report what it let go of: a holder waits for every worker's report."""
+        assert self.holds is not None
+        held = self.holds.held()
+        if held != self._held:
+            self.hold(held)
+        if self._ticker is not None:
+            drained = frozenset(name for name in held if self._let_go(name))
+            self.holds.report(self.worker, drained)
+
+    def _let_go(self, name: str) -> bool:
+        """Whether a held tenant has no request in flight and no app open (dropping it)."""
+        handle = self.tenants.get(name)
+        if handle is None:
+            return True
+        if handle.app is None:
+            return not handle.building
+        if handle.evict():  # its next build, once released, reads what the holder left
+            log.info("tenant '%s' held: its app is closed until the hold is released", name)
+            return True
+        return False
 
     def close(self) -> None:
         """Stop the background thread and release every tenant's pooled connections."""
         if self._ticker is not None:
             self._ticker.stop()
+        if self.holds is not None:
+            self.holds.forget(self.worker)
+            self.holds.close()
         for handle in self.tenants.values():
             handle.close()
 

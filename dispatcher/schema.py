@@ -113,6 +113,7 @@ class TenantsFile(BaseModel):
     proxy: Proxy | None = None
     server_names: list[str] | None = None
     create_databases: bool = False
+    control_database: str | None = None
     idle_timeout: int | None = Field(None, gt=0)
     max_live_apps: int | None = Field(None, gt=0)
     defaults: Defaults | None = None

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from . import rules
 from .checker import Checker
 from .problems import ConfigError, Problem
 from .rules import RESERVED_PREFIX
@@ -42,6 +43,8 @@ class TenantSet:
     instance_root: str = ""
     #: Create a tenant's missing (PostgreSQL) database when its app is first built.
     create_databases: bool = False
+    #: A PostgreSQL database every node shares for cluster-wide holds and migration locks.
+    control_database: str | None = None
     #: Lazy tenants' apps idle this many seconds are dropped (and rebuilt when needed).
     idle_timeout: int | None = None
     #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
@@ -192,8 +195,25 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         proxy=top.proxy,
         instance_root=os.path.abspath(instance_root),
         create_databases=top.create_databases,
+        control_database=_control_database(top.control_database, doc),
         idle_timeout=top.idle_timeout,
         max_live_apps=top.max_live_apps,
         warnings=tuple(p for p in doc.problems if p.warning),
         text=doc.text,
     )
+
+
+def _control_database(url: str | None, doc: YamlDocument) -> str | None:
+    """``control_database:`` must be a PostgreSQL URL (holds and locks are PostgreSQL's)."""
+    if url is None:
+        return None
+    parsed = rules.parse_database_url(url)
+    if parsed is None or parsed.get_backend_name() != "postgresql" or not parsed.database:
+        doc.problem(
+            ("control_database",),
+            "must be a PostgreSQL database URL",
+            "Write 'postgresql://user@host/dispatcher' (the database must exist; every node "
+            "reaches it directly, not through PgBouncer in transaction mode)",
+        )
+        return None
+    return rules.with_default_driver(parsed).render_as_string(hide_password=False)

@@ -109,6 +109,11 @@ class TenantApp:
         return self._state
 
     @property
+    def building(self) -> bool:
+        """Whether a build is under way."""
+        return self._building is not None
+
+    @property
     def in_flight(self) -> int:
         """Requests being served, counted until their response is closed."""
         return len(self.flight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from ..budget import budget_warnings, uwsgi_workers
 from ..build import build_app
 from ..database import dispose_engines
 from ..errors import BuildError
-from ..holds import held_names
+from ..holds import store_for
 from ..logs import tenant_context
 from ..migrate import database_revision
 from ..problems import ConfigError
@@ -75,7 +76,8 @@ def list_tenants(ctx: click.Context, build: bool, archived: bool) -> None:
     if archived:
         echo_archived(tenant_set)
         return
-    held = held_names(tenant_set.instance_root)
+    with contextlib.closing(store_for(tenant_set)) as holds:
+        held = holds.held()
     rows = [("NAME", "APP", "MOUNT", "DATABASE", "REVISION", "STATE")]
     for t in tenant_set:
         state = "maintenance" if t.enabled and t.name in held else t.state

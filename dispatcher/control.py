@@ -1,0 +1,193 @@
+"""Cluster-wide holds and locks in a PostgreSQL "control database" (``control_database:``).
+
+Several nodes serving one tenants file share the tenants' databases, so a migration or a
+restore must hold its tenant on every node, and two nodes must never migrate one tenant at
+once. The nodes already share PostgreSQL; its engine does the coordination, and nothing else
+runs for it (DESIGN section 13):
+
+- ``dispatcher_holds``: one row per held tenant, with an expiry the holder pushes forward while
+  it works, so a crashed holder's hold lapses by itself (:data:`HOLD_TTL`).
+- ``dispatcher_workers``: each worker's heartbeat and the held tenants it has let go of; a
+  holder waits until every live worker of every node has let go (:func:`dispatcher.holds.held`).
+- A session advisory lock per tenant, taken on a connection of its own for the whole of the
+  work: a second holder of the tenant waits for the first.
+
+The tables are created when first needed. Workers check once a second (two small statements);
+if the database cannot be reached they keep the holds they last saw and say so once::
+
+    store = DatabaseHolds("postgresql+psycopg://dispatcher@db/control")
+    with held(tenant_set, "acme", "migrating"): ...     # held() picks this store
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.engine import make_url
+
+from .holds import LIVE_SECONDS, HoldError
+
+log = logging.getLogger("dispatcher")
+
+#: A hold lapses this many seconds after its holder last pushed it forward.
+HOLD_TTL = 30.0
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS dispatcher_holds (
+    tenant text PRIMARY KEY,
+    reason text NOT NULL,
+    holder text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dispatcher_workers (
+    worker text PRIMARY KEY,
+    seen_at timestamptz NOT NULL,
+    drained text[] NOT NULL
+)
+"""
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection to the database of a SQLAlchemy URL, tables in place."""
+    parsed = make_url(url)
+    options = {k: v for k, v in parsed.query.items() if isinstance(v, str)}
+    conninfo = make_conninfo(
+        "",
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.database,
+        connect_timeout=5,
+        **options,
+    )
+    connection = psycopg.connect(conninfo, autocommit=True)
+    # Another node may create them at the same moment: one of the two is refused, harmlessly.
+    with contextlib.suppress(psycopg.errors.UniqueViolation):
+        connection.execute(_TABLES)
+    return connection
+
+
+class DatabaseHolds:
+    """The :class:`~dispatcher.holds.HoldStore` of a fleet, in the control database."""
+
+    def __init__(self, url: str, ttl: float = HOLD_TTL) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.holder = f"{os.uname().nodename}-{os.getpid()}"
+        self._connection: psycopg.Connection[Any] | None = None
+        self._pid = 0
+        self._held: frozenset[str] = frozenset()
+        self._unreachable = False
+        self._refreshers: dict[str, threading.Event] = {}
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement, connecting (again) first if needed; rows if it returns any."""
+        if self._connection is None or self._pid != os.getpid() or self._connection.closed:
+            # A connection opened before a fork belongs to the parent: never used here.
+            self._connection, self._pid = connect(self.url), os.getpid()
+        try:
+            cursor = self._connection.execute(sql, params)
+        except psycopg.OperationalError:
+            self._connection = None
+            raise
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def _quietly(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+        """For the workers' ticks: ``None`` (said once per outage) when unreachable."""
+        try:
+            rows = self._execute(sql, params)
+        except psycopg.Error as e:
+            if not self._unreachable:
+                log.error("control database unreachable, keeping the holds last seen: %s", e)
+            self._unreachable = True
+            return None
+        if self._unreachable:
+            log.info("control database reachable again")
+        self._unreachable = False
+        return rows
+
+    def held(self) -> frozenset[str]:
+        rows = self._quietly("SELECT tenant FROM dispatcher_holds WHERE expires_at > now()")
+        if rows is not None:
+            self._held = frozenset(row[0] for row in rows)
+        return self._held
+
+    def report(self, worker: str, drained: frozenset[str]) -> None:
+        self._quietly(
+            "INSERT INTO dispatcher_workers (worker, seen_at, drained) VALUES (%s, now(), %s) "
+            "ON CONFLICT (worker) DO UPDATE SET seen_at = now(), drained = EXCLUDED.drained",
+            (worker, sorted(drained)),
+        )
+
+    def forget(self, worker: str) -> None:
+        self._quietly("DELETE FROM dispatcher_workers WHERE worker = %s", (worker,))
+
+    def workers(self) -> dict[str, frozenset[str]]:
+        rows = self._execute(
+            "SELECT worker, drained FROM dispatcher_workers "
+            "WHERE seen_at > now() - make_interval(secs => %s)",
+            (LIVE_SECONDS,),
+        )
+        return {worker: frozenset(drained) for worker, drained in rows}
+
+    def put(self, name: str, why: str) -> None:
+        try:
+            self._execute(
+                "INSERT INTO dispatcher_holds (tenant, reason, holder, expires_at) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (tenant) DO UPDATE SET reason = EXCLUDED.reason, "
+                "holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at",
+                (name, why, self.holder, self.ttl),
+            )
+        except psycopg.Error as e:
+            raise HoldError(f"cannot hold '{name}' in the control database: {e}") from None
+        stop = self._refreshers[name] = threading.Event()
+        threading.Thread(target=self._refresh, args=(name, stop), daemon=True).start()
+
+    def _refresh(self, name: str, stop: threading.Event) -> None:
+        """Push the hold's expiry forward while the holder lives (its own connection)."""
+        with contextlib.closing(connect(self.url)) as connection:
+            while not stop.wait(self.ttl / 3):
+                connection.execute(
+                    "UPDATE dispatcher_holds SET expires_at = now() + make_interval(secs => %s) "
+                    "WHERE tenant = %s AND holder = %s",
+                    (self.ttl, name, self.holder),
+                )
+
+    def release(self, name: str) -> None:
+        stop = self._refreshers.pop(name, None)
+        if stop is not None:
+            stop.set()
+        self._execute(
+            "DELETE FROM dispatcher_holds WHERE tenant = %s AND holder = %s", (name, self.holder)
+        )
+
+    def close(self) -> None:
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection = None
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A session advisory lock on the tenant, on a connection of its own: released when
+        the block ends, or when the process dies and the server closes that connection."""
+        try:
+            connection = connect(self.url)
+        except psycopg.Error as e:
+            raise HoldError(f"cannot reach the control database to lock '{name}': {e}") from None
+        with contextlib.closing(connection):
+            key = f"dispatcher tenant {name}"
+            connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    connection.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
