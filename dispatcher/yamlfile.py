@@ -122,9 +122,11 @@ def _too_large(file: str, line: int) -> Problem:
 def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``); problems are collected, never raised."""
     doc = YamlDocument(file, text)
-    if len(text) > MAX_BYTES // 4 and len(text.encode("utf-8", "replace")) > MAX_BYTES:
-        doc.problems.append(_too_large(file, text.count("\n", 0, MAX_BYTES) + 1))
-        return doc
+    if len(text) > MAX_BYTES // 4:  # else it cannot be too large, even in 4-byte characters
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) > MAX_BYTES:
+            doc.problems.append(_too_large(file, data.count(b"\n", 0, MAX_BYTES) + 1))
+            return doc
     try:
         data = _walk(doc, environ)
     except Limit as e:  # the rest of the file cannot be trusted: this is the one problem
