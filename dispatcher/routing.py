@@ -24,7 +24,7 @@ from flask import Flask
 from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.sansio.utils import get_host
+from werkzeug.sansio.utils import host_is_trusted
 from werkzeug.wrappers import Response
 
 from .build import TenantApp, build_app
@@ -206,8 +206,14 @@ def _held(handle: TenantApp) -> WSGIApplication:
 
 @lru_cache(maxsize=4096)
 def normalise_host(raw: str) -> str:
-    """``"Acme.Example.com.:8080"`` → ``"acme.example.com"``; ``""`` if malformed."""
-    host = get_host("http", raw.lower())
+    """``"Acme.Example.com.:8080"`` → ``"acme.example.com"``; ``""`` if malformed: characters
+    outside a host name or IPv6 literal, or a port that is empty, not 1 to 65535 in digits,
+    or followed by anything (``name:80:80``)."""
+    # The whole value is validated as it came: werkzeug's get_host drops a ":80" suffix
+    # *before* validating, so it would pass "name:80:80" as "name:80".
+    if not host_is_trusted(raw):
+        return ""
+    host = raw.lower()
     if host.startswith("["):  # IPv6 literal: the port, if any, follows the bracket
         return host.partition("]")[0] + "]"
     return host.partition(":")[0].rstrip(".")
