@@ -21,12 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import yaml
-
 from .holds import CHECK_INTERVAL, holds_folder
 from .problems import ConfigError
 from .spec import TenantSet, load_tenants
 from .tenant import TenantConfig
+from .yamlfile import parse_yaml, read_text
 
 if TYPE_CHECKING:
     from .routing import Dispatcher
@@ -115,12 +114,12 @@ def served_before(file: str) -> TenantSet | None:
 
 
 def _instance_root(file: str) -> str:
-    """The broken file's ``instance_root`` if it can still be read, else the default."""
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return "instance"
+    """The broken file's ``instance_root`` if it can still be read, else the default.
+
+    Read within the same bounds as any tenants file: the file may be hostile (issue 11).
+    """
+    text, _ = read_text(file)
+    data = parse_yaml(text, file, os.environ).data if text is not None else None
     value = data.get("instance_root") if isinstance(data, dict) else None
     return value if isinstance(value, str) else "instance"
 

@@ -137,14 +137,16 @@ def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument
         return doc
     except yaml.reader.ReaderError as e:  # a control character (NUL, ESC...) in the text
         line = text.encode("utf-8", "replace").count(b"\n", 0, e.position) + 1
-        what = "a NUL" if e.character == 0 else f"the control character #x{e.character:04x}"
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        what = "a NUL byte" if code == 0 else f"the character U+{code:04X}"
+        escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
         doc.problems[:] = [
             Problem(
                 file,
                 line,
                 (),
                 f"invalid YAML: {what} is not allowed in a YAML file",
-                "Remove it, or write it as an escape (\\x1b) inside double quotes",
+                f'Remove it, or write it as "{escape}" inside double quotes',
             )
         ]
         return doc

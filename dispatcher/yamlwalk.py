@@ -53,6 +53,13 @@ _RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
 }
 # ${VAR} or ${VAR:-default}; the default may hold {placeholders} (one level of braces).
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
+#: What a value YAML resolved is, in a message.
+_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "timestamp": "a date",
+}
 _Scalar, _Alias = yaml.ScalarEvent, yaml.AliasEvent
 _MapStart, _SeqStart = yaml.MappingStartEvent, yaml.SequenceStartEvent
 _MapEnd, _SeqEnd = yaml.MappingEndEvent, yaml.SequenceEndEvent
@@ -105,7 +112,6 @@ class Walker:
         self.written = 0  # values read from the file itself
         self.expanded = 0  # values produced by expanding aliases
         self.alias_line = 0  # the outermost alias being expanded
-        self.line = 0  # the line of the last value read
         self.key_text = ""  # the text of the last key read
 
     def document(self) -> Any:
@@ -119,8 +125,8 @@ class Walker:
         self.recorded.append(event)
         return event
 
-    def count(self, expanded: bool = False) -> None:
-        """One more value: from the file itself, or from expanding an alias."""
+    def count(self, event: Any, expanded: bool = False) -> None:
+        """One more value (``event``): from the file itself, or from expanding an alias."""
         if expanded or self.replaying:
             self.expanded += 1
             if self.expanded > ALIAS_FLOOR + ALIAS_RATIO * self.written:
@@ -134,12 +140,15 @@ class Walker:
         else:
             self.written += 1
         if self.written + self.expanded > MAX_VALUES:
-            raise Limit(
-                self.alias_line if self.replaying else self.line,
-                f"the file holds more than {MAX_VALUES:,} values (keys, values and list "
-                "items, aliases expanded)",
-                "Split it: a file of 100,000 tenants holds about 1,000,000",
-            )
+            self.too_many(event)
+
+    def too_many(self, event: Any) -> None:
+        raise Limit(
+            self.alias_line if self.replaying else _line(event),
+            f"the file holds more than {MAX_VALUES:,} values (keys, values and list "
+            "items, aliases expanded)",
+            "Split it: a file of 100,000 tenants holds about 1,000,000",
+        )
 
     def check_depth(self, event: Any, depth: int) -> None:
         if depth >= MAX_DEPTH:
@@ -155,8 +164,12 @@ class Walker:
         kind = type(event)
         if kind is _Alias:
             return self.alias(event, path, depth)
-        self.line = _line(event)
-        self.count()
+        if self.replaying:
+            self.count(event)
+        else:  # count() inlined: this is the hot path of a large file
+            self.written += 1
+            if self.written + self.expanded > MAX_VALUES:
+                self.too_many(event)
         if kind is _Scalar:
             if event.anchor is not None and not self.replaying:
                 self.anchor_scalar(event)
@@ -227,13 +240,12 @@ class Walker:
 
     def sequence(self, path: Path, depth: int) -> list[Any]:
         items: list[Any] = []
-        lines = self.doc.lines
-        next_event = self.next
+        lines, next_event, value = self.doc.lines, self.next, self.value
         event = next_event()
         while type(event) is not _SeqEnd:
             at = (*path, len(items))
-            lines[at] = _line(event)
-            items.append(self.value(event, at, depth))
+            lines[at] = event.start_mark.line + 1
+            items.append(value(event, at, depth))
             event = next_event()
         return items
 
@@ -286,12 +298,12 @@ class Walker:
     def key(self, event: Any, path: Path, depth: int) -> Any:
         """A mapping key: text (or a YAML 1.1 number or boolean), ``_MERGE``, or ``_UNSET``
         for a list, mapping or broken alias (reported). Keys are never ``${VAR}``-expanded."""
-        line = self.line = _line(event)
+        line = _line(event)
         if type(event) is _Alias:
             anchor: Any = event.anchor
             span = self.anchors.get(anchor)
             if span is not None and type(self.recorded[span[0]]) is _Scalar:
-                self.count(expanded=True)
+                self.count(event, expanded=True)
                 event = self.recorded[span[0]]  # an alias of a scalar is that scalar
             elif span is None:  # unknown, or a loop: reported by alias()
                 self.discard(event, path, depth)
@@ -305,7 +317,7 @@ class Walker:
             )
             self.discard(event, path, depth)
             return _UNSET
-        self.count()
+        self.count(event)
         if event.anchor is not None and not self.replaying:
             self.anchor_scalar(event)
         text: str = event.value
@@ -324,7 +336,7 @@ class Walker:
             return text
         if tag == _STR:
             return text
-        key = self.construct(tag, text, path, line)
+        key = self.construct(tag, text, path, event)
         if not event.style and not isinstance(key, str):
             self.doc.plain_scalars[(*path, key)] = text
         return key
@@ -332,7 +344,7 @@ class Walker:
     def merge_sources(self, event: Any, path: Path, depth: int) -> list[dict[Any, Any]]:
         """The mappings a ``<<`` merges, first one winning: one, or a list of them."""
         if type(event) is _SeqStart and event.anchor is None:
-            self.count()
+            self.count(event)
             self.check_depth(event, depth)
             if event.tag not in (None, "!", _SEQ):
                 self.bad_tag(event.tag, path, _line(event))
@@ -371,17 +383,19 @@ class Walker:
             return text
         if tag == _STR:
             return self.expand(text, path) if "${" in text else text
-        value = self.construct(tag, text, path, _line(event))
+        value = self.construct(tag, text, path, event)
         if not event.style and not isinstance(value, str):  # remembered for "quote it"
             self.doc.plain_scalars[path] = text
         return value
 
-    def construct(self, tag: str, text: str, path: Path, line: int) -> Any:
+    def construct(self, tag: str, text: str, path: Path, event: Any) -> Any:
         """A YAML 1.1 number, boolean, null or date; its text (and a problem) if invalid."""
         name = tag[len(_YAML) :]
         if name in ("merge", "value", "yaml"):  # "<<", "=" as plain values: text
             return text
         try:
+            if name == "int" and text.isdigit() and text.isascii() and text[0] != "0":
+                return int(text)  # the common case, without PyYAML's general conversion
             if name == "bool":
                 return self.constructor.bool_values[text.lower()]
             if name == "null":
@@ -394,13 +408,13 @@ class Walker:
             return self.constructor.construct_yaml_timestamp(node)
         except (ValueError, KeyError, TypeError) as e:
             # 2024-02-30, a number of 5,000 digits, `!!int x`: Python refuses to convert it.
-            kind = "a date" if name == "timestamp" else f"!!{name}"
-            reason = str(e).split(";")[0] if isinstance(e, ValueError) else "not one"
+            kind = _KINDS.get(name, f"!!{name}")
+            reason = f" ({str(e).split(';')[0]})" if isinstance(e, ValueError) else ""
             self.doc.problem(
                 path,
-                f"YAML reads this value as {kind}, and it is not a valid one ({reason})",
+                f"YAML reads this value as {kind}, and it is not a valid one{reason}",
                 "Quote it if you meant text, or correct it",
-                line=line,
+                line=_line(event),
             )
             return text
 
