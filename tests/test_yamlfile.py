@@ -151,8 +151,8 @@ def test_other_tags_are_reported_never_obeyed_or_dropped(value: str, tag: str) -
     [
         ("2024-02-30", "a date"),
         ("1" * 5000, "4300 digits"),
-        ("!!int x", "!!int"),
-        ("!!bool maybe", "!!bool"),
+        ("!!int x", "a whole number"),
+        ("!!bool maybe", "true or false"),
     ],
 )
 def test_values_python_cannot_convert_are_problems(value: str, words: str) -> None:
