@@ -6,9 +6,9 @@ silently keep the last of two duplicate keys, lose line numbers, would let ``${V
 be parsed as YAML, and recurse (in C) once per nesting level, so a hostile file could crash the
 process. Here:
 
-- no file can exhaust memory, recurse without end or crash the reader: the size
-  (:data:`MAX_BYTES`) is checked before parsing, nesting depth and the number of values
-  (aliases expanded) while walking, each a located problem like any other;
+- no file can exhaust memory, recurse without end or crash the reader: the size is checked
+  before parsing, nesting depth and the number of values (aliases expanded) while walking,
+  each a located problem like any other (:mod:`dispatcher.yamllimits`);
 - a duplicate key anywhere is a problem naming both lines;
 - ``${VAR}`` and ``${VAR:-default}`` are expanded inside parsed string values only, so a
   variable's content can never add keys or tenants;
@@ -32,16 +32,15 @@ from typing import Any
 
 import yaml
 
+from . import yamllimits as limits
 from .problems import Path, Problem
-from .yamlwalk import Limit, Walker
+from .yamllimits import Limit
+from .yamlwalk import Walker
 
 try:  # libyaml's C parser is several times faster; PyYAML wheels ship it.
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - only on a PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
-
-#: The largest tenants file read: 100,000 tenants take 7 to 20 MiB.
-MAX_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -81,11 +80,12 @@ class YamlDocument:
 def read_text(file: str) -> tuple[str | None, Problem | None]:
     """The file's text, or the problem reading it (missing, too large, not UTF-8).
 
-    At most :data:`MAX_BYTES` (and one more) are read, whatever the file is.
+    At most :data:`~dispatcher.yamllimits.MAX_BYTES` (and one more) are read, whatever the
+    file is.
     """
     try:
         with open(file, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+            data = f.read(limits.MAX_BYTES + 1)
     except OSError as e:
         return None, Problem(
             file,
@@ -94,7 +94,7 @@ def read_text(file: str) -> tuple[str | None, Problem | None]:
             f"cannot read the tenants file: {e.strerror or e}",
             "Pass the right file with -f or $TENANTS_FILE",
         )
-    if len(data) > MAX_BYTES:
+    if len(data) > limits.MAX_BYTES:
         return None, _too_large(file, data.count(b"\n") + 1)
     try:
         return data.decode("utf-8"), None
@@ -110,22 +110,17 @@ def read_text(file: str) -> tuple[str | None, Problem | None]:
 
 
 def _too_large(file: str, line: int) -> Problem:
-    return Problem(
-        file,
-        line,
-        (),
-        f"the file is larger than {MAX_BYTES // 2**20} MiB (it goes past that on this line)",
-        "Check that this is the tenants file: 100,000 tenants take about 10 MiB",
-    )
+    limit = limits.too_large(line)
+    return Problem(file, limit.line, (), limit.message, limit.fix)
 
 
 def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``); problems are collected, never raised."""
     doc = YamlDocument(file, text)
-    if len(text) > MAX_BYTES // 4:  # else it cannot be too large, even in 4-byte characters
+    if len(text) > limits.MAX_BYTES // 4:  # else it cannot be too large, even in 4-byte chars
         data = text.encode("utf-8", "surrogatepass")
-        if len(data) > MAX_BYTES:
-            doc.problems.append(_too_large(file, data.count(b"\n", 0, MAX_BYTES) + 1))
+        if len(data) > limits.MAX_BYTES:
+            doc.problems.append(_too_large(file, data.count(b"\n", 0, limits.MAX_BYTES) + 1))
             return doc
     try:
         data = _walk(doc, environ)

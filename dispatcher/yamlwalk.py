@@ -6,15 +6,15 @@ their size. Here libyaml only *parses* (its event parser is a state machine, not
 this module builds the values itself, one event at a time, with every bound checked before it
 can be exceeded:
 
-- nesting is at most :data:`MAX_DEPTH` levels (so the walker's own recursion stays shallow);
-- at most :data:`MAX_VALUES` values (keys, values and list items) are produced in all;
-- aliases (``*name``), which YAML expands at every use, may add at most
-  :data:`ALIAS_FLOOR` values plus :data:`ALIAS_RATIO` per value written before them, which
+- nesting is bounded (so the walker's own recursion stays shallow);
+- so are the values produced in all, and the values kept under anchors (``&name``);
+- aliases (``*name``), which YAML expands at every use, may add only so many values, which
   stops an expansion bomb ("billion laughs") after a fraction of a second;
 - an alias inside the value it names, or one used before its anchor, is a problem, not a loop.
 
-A bound exceeded raises :class:`Limit` (reading stops there: the rest cannot be trusted); any
-other mistake (a duplicate key, an explicit tag) is added to the document and reading goes on::
+The bounds are in :mod:`dispatcher.yamllimits`. One exceeded raises
+:class:`~dispatcher.yamllimits.Limit` (reading stops there); any other mistake (a duplicate
+key, an explicit tag) is added to the document and reading goes on::
 
     walker = Walker(doc, os.environ, CSafeLoader(text).get_event)
     doc.data = walker.document()
@@ -22,44 +22,19 @@ other mistake (a duplicate key, an explicit tag) is added to the document and re
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.resolver import Resolver
 
+from . import yamllimits as limits
 from .problems import Path
+from .yamlscalars import MAP, SCALAR_TAGS, SEQ, STR, construct, expand, resolve, shown_tag
 
 if TYPE_CHECKING:
     from .yamlfile import YamlDocument
 
-#: Collections inside collections: real tenants files use 4 to 6 (top, tenants, name,
-#: config, and a value nested a few levels inside config).
-MAX_DEPTH = 64
-#: Keys, values and list items in the whole file, aliases expanded: 100,000 tenants of 20 each.
-MAX_VALUES = 2_000_000
-#: What aliases may add in all: this many values, plus ALIAS_RATIO per value written before.
-ALIAS_FLOOR = 100_000
-ALIAS_RATIO = 20
-
-_YAML = "tag:yaml.org,2002:"
-_STR, _MAP, _SEQ, _MERGE = _YAML + "str", _YAML + "map", _YAML + "seq", _YAML + "merge"
-#: The tags a value may carry explicitly (``!!str 5``); any other is reported.
-_SCALAR_TAGS = frozenset(_YAML + t for t in ("str", "int", "float", "bool", "null"))
-#: Plain-scalar resolution (YAML 1.1, as PyYAML's SafeLoader), by first character.
-_RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
-    key: list(rules) for key, rules in Resolver.yaml_implicit_resolvers.items() if key is not None
-}
-# ${VAR} or ${VAR:-default}; the default may hold {placeholders} (one level of braces).
-_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
-#: What a value YAML resolved is, in a message.
-_KINDS = {
-    "int": "a whole number",
-    "float": "a number",
-    "bool": "true or false",
-    "timestamp": "a date",
-}
+_MERGE: Any = object()  # what key() returns for `<<`
 _Scalar, _Alias = yaml.ScalarEvent, yaml.AliasEvent
 _MapStart, _SeqStart = yaml.MappingStartEvent, yaml.SequenceStartEvent
 _MapEnd, _SeqEnd = yaml.MappingEndEvent, yaml.SequenceEndEvent
@@ -70,27 +45,6 @@ def _line(event: Any) -> int:
     return int(event.start_mark.line) + 1
 
 
-def _resolve(text: str) -> str | None:
-    """The tag YAML 1.1 gives a plain scalar, ``None`` for text (the common case, fast)."""
-    for tag, pattern in _RESOLVERS.get(text[:1], ()):
-        if pattern.match(text):
-            return tag
-    return None
-
-
-class Limit(Exception):
-    """A bound was exceeded at ``line``: reading stops, with this message and fix."""
-
-    def __init__(self, line: int, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.line, self.message, self.fix = line, message, fix
-
-
-def shown_tag(tag: str) -> str:
-    """``tag:yaml.org,2002:binary`` as it was written: ``!!binary``."""
-    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
-
-
 class Walker:
     """Builds one document's values from its events, filling in its lines and problems."""
 
@@ -99,7 +53,6 @@ class Walker:
     ) -> None:
         self.doc = doc
         self.environ = environ
-        self.constructor = yaml.constructor.SafeConstructor()
         self.parser_next = get_event
         #: Where the next event comes from: the parser, the recorder, or an alias's replay.
         self.next: Callable[[], Any] = get_event
@@ -107,6 +60,7 @@ class Walker:
         self.recorded: list[Any] = []
         #: Anchor name -> its slice of ``recorded``; ``None`` while the value is still open.
         self.anchors: dict[str, tuple[int, int] | None] = {}
+        self.anchored = 0  # values recorded
         self.recording = 0  # anchored collections open
         self.replaying = 0  # aliases being expanded, one inside another
         self.written = 0  # values read from the file itself
@@ -122,42 +76,34 @@ class Walker:
 
     def record(self) -> Any:
         event = self.parser_next()
-        self.recorded.append(event)
+        self.keep(event)
         return event
+
+    def keep(self, event: Any) -> None:
+        """Record an event of an anchored value, for its aliases to replay."""
+        if type(event) is not _MapEnd and type(event) is not _SeqEnd:
+            self.anchored += 1
+            if self.anchored > limits.MAX_ANCHORED:
+                raise limits.too_much_anchored(_line(event))
+        self.recorded.append(event)
 
     def count(self, event: Any, expanded: bool = False) -> None:
         """One more value (``event``): from the file itself, or from expanding an alias."""
         if expanded or self.replaying:
             self.expanded += 1
-            if self.expanded > ALIAS_FLOOR + ALIAS_RATIO * self.written:
-                raise Limit(
-                    self.alias_line,
-                    f"aliases expand to more than {ALIAS_FLOOR:,} values plus {ALIAS_RATIO} "
-                    "per value written before them (an alias expansion bomb?)",
-                    "Write the values out, or use fewer aliases of aliases: each use of an "
-                    "alias copies everything its anchor holds",
-                )
+            if self.expanded > limits.ALIAS_FLOOR + limits.ALIAS_RATIO * self.written:
+                raise limits.too_much_expanded(self.alias_line)
         else:
             self.written += 1
-        if self.written + self.expanded > MAX_VALUES:
+        if self.written + self.expanded > limits.MAX_VALUES:
             self.too_many(event)
 
     def too_many(self, event: Any) -> None:
-        raise Limit(
-            self.alias_line if self.replaying else _line(event),
-            f"the file holds more than {MAX_VALUES:,} values (keys, values and list "
-            "items, aliases expanded)",
-            "Split it: a file of 100,000 tenants holds about 1,000,000",
-        )
+        raise limits.too_many_values(self.alias_line if self.replaying else _line(event))
 
     def check_depth(self, event: Any, depth: int) -> None:
-        if depth >= MAX_DEPTH:
-            raise Limit(
-                _line(event),
-                f"values are nested more than {MAX_DEPTH} levels deep",
-                "Flatten it: a tenants file needs a few levels (tenants, a tenant, its "
-                "config, a value in it)",
-            )
+        if depth >= limits.MAX_DEPTH:
+            raise limits.too_deep(_line(event))
 
     def value(self, event: Any, path: Path, depth: int) -> Any:
         """The value starting with ``event`` (already read), at ``path``, ``depth`` levels in."""
@@ -168,7 +114,7 @@ class Walker:
             self.count(event)
         else:  # count() inlined: this is the hot path of a large file
             self.written += 1
-            if self.written + self.expanded > MAX_VALUES:
+            if self.written + self.expanded > limits.MAX_VALUES:
                 self.too_many(event)
         if kind is _Scalar:
             if event.anchor is not None and not self.replaying:
@@ -179,11 +125,11 @@ class Walker:
         start = self.open_anchor(anchor, event) if anchor is not None else 0
         tag = event.tag
         if kind is _MapStart:
-            if tag is not None and tag not in ("!", _MAP):
+            if tag is not None and tag not in ("!", MAP):
                 self.bad_tag(tag, path)
             result: Any = self.mapping(path, depth + 1)
         else:
-            if tag is not None and tag not in ("!", _SEQ):
+            if tag is not None and tag not in ("!", SEQ):
                 self.bad_tag(tag, path)
             result = self.sequence(path, depth + 1)
         if anchor is not None:
@@ -197,7 +143,7 @@ class Walker:
             start = len(self.recorded) - 1
         else:
             start = len(self.recorded)
-            self.recorded.append(event)
+            self.keep(event)
             self.next = self.record
         self.recording += 1
         return start
@@ -210,7 +156,7 @@ class Walker:
 
     def anchor_scalar(self, event: Any) -> None:
         if not self.recording:
-            self.recorded.append(event)
+            self.keep(event)
         self.anchors[event.anchor] = (len(self.recorded) - 1, len(self.recorded))
 
     def alias(self, event: Any, path: Path, depth: int) -> Any:
@@ -328,13 +274,13 @@ class Walker:
                 return text
             if text == "<<":
                 return _MERGE
-            tag = _resolve(text)
+            tag = resolve(text)
             if tag is None:
                 return text
-        elif tag not in _SCALAR_TAGS:
+        elif tag not in SCALAR_TAGS:
             self.bad_tag(tag, path, line)
             return text
-        if tag == _STR:
+        if tag == STR:
             return text
         key = self.construct(tag, text, path, event)
         if not event.style and not isinstance(key, str):
@@ -346,7 +292,7 @@ class Walker:
         if type(event) is _SeqStart and event.anchor is None:
             self.count(event)
             self.check_depth(event, depth)
-            if event.tag not in (None, "!", _SEQ):
+            if event.tag not in (None, "!", SEQ):
                 self.bad_tag(event.tag, path, _line(event))
             sources, next_event = [], self.next
             item = next_event()
@@ -375,13 +321,13 @@ class Walker:
         if tag is None or tag == "!":
             # Quoted and block scalars are text, and so is `! value` (YAML's "not resolved");
             # a plain one may be a number, boolean, null or date.
-            tag = _resolve(text) if tag is None and event.implicit[0] else None
+            tag = resolve(text) if tag is None and event.implicit[0] else None
             if tag is None:
                 return self.expand(text, path) if "${" in text else text
-        elif tag not in _SCALAR_TAGS:
+        elif tag not in SCALAR_TAGS:
             self.bad_tag(tag, path)
             return text
-        if tag == _STR:
+        if tag == STR:
             return self.expand(text, path) if "${" in text else text
         value = self.construct(tag, text, path, event)
         if not event.style and not isinstance(value, str):  # remembered for "quote it"
@@ -390,32 +336,11 @@ class Walker:
 
     def construct(self, tag: str, text: str, path: Path, event: Any) -> Any:
         """A YAML 1.1 number, boolean, null or date; its text (and a problem) if invalid."""
-        name = tag[len(_YAML) :]
-        if name in ("merge", "value", "yaml"):  # "<<", "=" as plain values: text
-            return text
         try:
-            if name == "int" and text.isdigit() and text.isascii() and text[0] != "0":
-                return int(text)  # the common case, without PyYAML's general conversion
-            if name == "bool":
-                return self.constructor.bool_values[text.lower()]
-            if name == "null":
-                return None
-            node = yaml.ScalarNode(tag, text)
-            if name == "int":
-                return self.constructor.construct_yaml_int(node)
-            if name == "float":
-                return self.constructor.construct_yaml_float(node)
-            return self.constructor.construct_yaml_timestamp(node)
-        except (ValueError, KeyError, TypeError) as e:
-            # 2024-02-30, a number of 5,000 digits, `!!int x`: Python refuses to convert it.
-            kind = _KINDS.get(name, f"!!{name}")
-            reason = f" ({str(e).split(';')[0]})" if isinstance(e, ValueError) else ""
-            self.doc.problem(
-                path,
-                f"YAML reads this value as {kind}, and it is not a valid one{reason}",
-                "Quote it if you meant text, or correct it",
-                line=_line(event),
-            )
+            return construct(tag, text)
+        except ValueError as e:
+            fix = "Quote it if you meant text, or correct it"
+            self.doc.problem(path, str(e), fix, line=_line(event))
             return text
 
     def bad_tag(self, tag: str, path: Path, line: int | None = None) -> None:
@@ -430,17 +355,11 @@ class Walker:
     def expand(self, text: str, path: Path) -> str:
         """Fill in ``${VAR}`` and ``${VAR:-default}``; a missing variable is a problem."""
 
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in self.environ:
-                return self.environ[name]
-            if default is not None:
-                return default
+        def missing(name: str) -> None:
             self.doc.problem(
                 path,
                 f"environment variable {name} is not set",
                 f"Set it, or give a default: ${{{name}:-...}}",
             )
-            return ""
 
-        return _ENV_VAR.sub(replace, text)
+        return expand(text, self.environ, missing)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from dispatcher import check_tenants, load_tenants, yamlfile, yamlwalk
+from dispatcher import check_tenants, load_tenants, yamllimits
 from dispatcher.yamlfile import YamlDocument, parse_yaml
 from tests.test_spec import Files, T, files_fixture
 
@@ -204,10 +204,10 @@ def nested(levels: int) -> str:
 
 
 def test_nesting_up_to_the_limit_is_read_and_one_more_level_is_not() -> None:
-    assert parse(nested(yamlwalk.MAX_DEPTH)).problems == []
-    [problem] = parse(nested(yamlwalk.MAX_DEPTH + 1)).problems
+    assert parse(nested(yamllimits.MAX_DEPTH)).problems == []
+    [problem] = parse(nested(yamllimits.MAX_DEPTH + 1)).problems
     assert str(problem) == (
-        f"f.yaml:1: values are nested more than {yamlwalk.MAX_DEPTH} levels deep. Flatten it: "
+        f"f.yaml:1: values are nested more than {yamllimits.MAX_DEPTH} levels deep. Flatten it: "
         "a tenants file needs a few levels (tenants, a tenant, its config, a value in it)"
     )
 
@@ -215,8 +215,8 @@ def test_nesting_up_to_the_limit_is_read_and_one_more_level_is_not() -> None:
 def test_alias_expansion_is_bounded_by_what_the_file_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(yamlwalk, "ALIAS_FLOOR", 100)
-    monkeypatch.setattr(yamlwalk, "ALIAS_RATIO", 2)
+    monkeypatch.setattr(yamllimits, "ALIAS_FLOOR", 100)
+    monkeypatch.setattr(yamllimits, "ALIAS_RATIO", 2)
     # An anchor of 10 values used 9 times: 90 expanded, within 100 + 2 per value written.
     fine = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [" + ", ".join(["*a"] * 9) + "]\n"
     assert parse(fine).problems == []
@@ -226,14 +226,21 @@ def test_alias_expansion_is_bounded_by_what_the_file_writes(
 
 
 def test_values_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(yamlwalk, "MAX_VALUES", 10)
+    monkeypatch.setattr(yamllimits, "MAX_VALUES", 10)
     assert parse("a: [1, 2, 3]\nb: {c: 4}\n").problems == []  # 9 values: root, 2 keys...
     [problem] = parse("a: [1, 2, 3]\nb: {c: 4, d: 5}\n").problems
     assert problem.line == 2 and "more than 10 values" in str(problem)
 
 
+def test_anchored_values_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(yamllimits, "MAX_ANCHORED", 6)
+    assert parse("a: &a [1, {b: 2}]\nc: &c 3\nd: [*a, *c]\n").problems == []  # 6 anchored
+    [problem] = parse("a: &a [1, {b: 2}]\nc: &c [3]\n").problems
+    assert problem.line == 2 and "anchored values (&name) hold more than 6" in str(problem)
+
+
 def test_size_is_checked_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(yamlfile, "MAX_BYTES", 40)
+    monkeypatch.setattr(yamllimits, "MAX_BYTES", 40)
     assert parse("- 1\n" * 8 + "- ab\n").problems == []  # 37 bytes
     # 40 characters, 44 bytes in UTF-8; and a syntax error past the limit, never reached.
     [problem] = parse("- 1\n" * 8 + "- éééé\n" + "[").problems

@@ -143,6 +143,12 @@ CASES: dict[str, Case] = {
         ("more than 2,000,000 values",),
         "Split it",
     ),
+    "anchored-half-million": Case(  # kept as events for the aliases: memory, bounded
+        tenant("path: /u\nconfig:\n  A: &a [" + ",".join(["0"] * 500_001) + "]"),
+        9,
+        ("anchored values (&name) hold more than 500,000 values",),
+        "Anchor only what aliases repeat",
+    ),
     "one-mebibyte-path": Case(
         tenant("path: " + "a" * MiB), 7, ("path 'aaa", "must start with '/'"), "Write '/aaa"
     ),
