@@ -118,9 +118,10 @@ def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument
     """Parse ``text`` (the contents of ``file``); problems are collected, never raised."""
     doc = YamlDocument(file, text)
     if len(text) > limits.MAX_BYTES // 4:  # else it cannot be too large, even in 4-byte chars
-        data = text.encode("utf-8", "surrogatepass")
-        if len(data) > limits.MAX_BYTES:
-            doc.problems.append(_too_large(file, data.count(b"\n", 0, limits.MAX_BYTES) + 1))
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) > limits.MAX_BYTES:
+            line = encoded.count(b"\n", 0, limits.MAX_BYTES) + 1
+            doc.problems.append(_too_large(file, line))
             return doc
     try:
         data = _walk(doc, environ)
@@ -169,7 +170,7 @@ def _walk(doc: YamlDocument, environ: Mapping[str, str]) -> Any:
     data = Walker(doc, environ, get_event).document()
     get_event()  # the document's end
     event: Any = get_event()
-    if type(event) is not yaml.StreamEndEvent:
+    if type(event) is not yaml.StreamEndEvent:  # not a limit, but also the file's one problem
         line = event.start_mark.line + 1
         raise Limit(
             line,
