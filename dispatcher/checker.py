@@ -109,6 +109,7 @@ class Checker:
         self.claims.append(claim)
         merged = {**self.defaults_fields(defaults), **spec.model_dump(exclude_none=True)}
         config = {**(defaults.config or {}), **(spec.config or {})}
+        self.owned_config(spec.config, (*at, "config"))
         if spec.config and isinstance(spec.config.get("SECRET_KEY"), str):
             claim.secret = (
                 spec.config["SECRET_KEY"],
@@ -141,6 +142,11 @@ class Checker:
             maintenance=maintenance["retry_after"] if maintenance is not None else None,
             source=claim.source,
         )
+
+    def owned_config(self, config: Any, at: Path) -> None:
+        """Config keys that only the dispatcher may set (the database) are errors."""
+        for key_path, message, fix in rules.config_problems(config):
+            self.doc.problem((*at, *key_path), message, fix)
 
     def defaults_fields(self, defaults: Defaults) -> dict[str, Any]:
         """``defaults`` as a dict, computed once per file rather than once per tenant."""

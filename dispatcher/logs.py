@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -51,13 +52,50 @@ def install_record_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
-class OneLineFormatter(logging.Formatter):
-    """Formats a record, traceback included, on one line: log collectors split on newlines."""
+#: What a request can carry that a terminal or log reader would obey: C0 and C1 controls,
+#: DEL, Unicode's line and paragraph separators, and the bidirectional overrides.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: werkzeug's dev server colours its request lines (after escaping the request's own
+#: control characters): those colour codes are its own, and dropped.
+_WERKZEUG_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
-    def format(self, record: logging.LogRecord) -> str:
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def escape_controls(text: str, newline: str | None = None) -> str:
+    """``text`` with every control character written as an escape (``\\r``, ``\\x1b``), so
+    it prints on one line and moves no cursor; a newline becomes ``newline`` if given."""
+    if newline is not None:
+        text = text.replace("\n", newline)
+    return _CONTROL.sub(_escape, text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats a record, traceback included, on one line: log collectors split on newlines.
+
+    The message may hold text from a request (Flask's own "Exception on /path [GET]" does), so
+    every control character in it is escaped, a newline as ``\\n``; a traceback's lines are
+    joined with `` | ``. So no request can start what looks like another line, or another
+    tenant's: each line begins with its record's own time, level and tenant.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "tenant"):  # created before the factory was installed
             record.tenant = "-"
-        return super().format(record).replace("\n", " | ")
+        message = record.message
+        if record.name == "werkzeug":
+            message = _WERKZEUG_COLOUR.sub("", message)
+        record.message = escape_controls(message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record), " | ")
 
 
 def configure_logging(level: int = logging.INFO, stream: Any = None) -> None:

@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import DispatcherError
+from .logs import escape_controls
+
+#: The longest part of a message (place, what, fix) shown whole.
+_LONGEST = 600
 
 #: A position in the parsed document: ``("tenants", "acme", "path")``.
 Path = tuple[str | int, ...]
@@ -55,7 +59,17 @@ class Problem:
         line = f":{self.line}" if self.line else ""
         place = f"{self.file}{line}: " + (", ".join(where) + ": " if where else "")
         kind = "warning: " if self.warning else ""
-        return f"{place}{kind}{self.message}" + (f". {self.fix}" if self.fix else "")
+        text = f"{_shown(place)}{kind}{_shown(self.message)}"
+        return text + (f". {_shown(self.fix)}" if self.fix else "")
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line, and short: a message may quote a value from the file, and a
+    hostile file's value can be a megabyte long or hold terminal escape sequences."""
+    if len(text) > _LONGEST:
+        head, tail = text[:500], text[-80:]
+        text = f"{head}...({len(text) - 580:,} characters left out)...{tail}"
+    return escape_controls(text)
 
 
 class ConfigError(DispatcherError):

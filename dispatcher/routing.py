@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import BadRequest, InternalServerError, NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.sansio.utils import get_host
+from werkzeug.sansio.utils import host_is_trusted
 from werkzeug.wrappers import Response
 
 from .build import build_app, operator_interrupt
@@ -461,8 +461,14 @@ def _restart_after_fork(dispatcher: Dispatcher) -> None:
 
 
 def normalise_host(raw: str) -> str:
-    """``"Acme.Example.com.:8080"`` → ``"acme.example.com"``; ``""`` if malformed."""
-    host = get_host("http", raw.lower())
+    """``"Acme.Example.com.:8080"`` → ``"acme.example.com"``; ``""`` if malformed: characters
+    outside a host name or IPv6 literal, or a port that is empty, not 1 to 65535 in digits,
+    or followed by anything (``name:80:80``)."""
+    # The whole value is validated as it came: werkzeug's get_host drops a ":80" suffix
+    # *before* validating, so it would pass "name:80:80" as "name:80".
+    if not host_is_trusted(raw):
+        return ""
+    host = raw.lower()
     if host.startswith("["):  # IPv6 literal: the port, if any, follows the bracket
         return host.partition("]")[0] + "]"
     return host.partition(":")[0].rstrip(".")

@@ -87,8 +87,47 @@ def database_key(url: URL) -> tuple[Any, ...]:
     backend = url.get_backend_name()
     if backend == "sqlite":
         return (backend, os.path.normpath(url.database) if url.database else url.database)
-    host = url.host.lower() if url.host else url.host
-    return (backend, host, url.port or _DEFAULT_PORTS.get(backend), url.database)
+    # The query's connection arguments win over the URL's own parts (SQLAlchemy passes them
+    # to the driver): `postgresql://db/a?dbname=b` is database b.
+    query = {k: v if isinstance(v, str) else v[-1] for k, v in url.query.items() if v}
+    host = query.get("host", url.host)
+    port = query.get("port", url.port) or _DEFAULT_PORTS.get(backend)
+    database = query.get("dbname", query.get("database", url.database))
+    return (backend, host.lower() if host else host, str(port) if port else port, database)
+
+
+#: Flask config keys a tenants file may not set: the dispatcher owns each tenant's database
+#: (DESIGN 4). Each with how to do what it was meant for.
+_OWNED_CONFIG = {
+    "SQLALCHEMY_DATABASE_URI": "Set the tenant's 'database:' instead",
+    "SQLALCHEMY_BINDS": "Remove it: a tenant has one database, set with 'database:'",
+}
+
+
+def config_problems(config: Any) -> list[tuple[tuple[str, ...], str, str]]:
+    """Keys of a tenant's (or the defaults') ``config`` that could reach another tenant's
+    database, each as (key path, message, fix)."""
+    if not isinstance(config, dict):
+        return []
+    problems: list[tuple[tuple[str, ...], str, str]] = [
+        (
+            (key,),
+            f"'{key}' is not allowed in config: the dispatcher sets each tenant's database",
+            fix,
+        )
+        for key, fix in _OWNED_CONFIG.items()
+        if key in config
+    ]
+    options = config.get("SQLALCHEMY_ENGINE_OPTIONS")
+    if isinstance(options, dict) and "connect_args" in options:
+        problems.append(
+            (
+                ("SQLALCHEMY_ENGINE_OPTIONS", "connect_args"),
+                "connection arguments in config can point the tenant at another database",
+                "Put driver options in the 'database:' URL's query, e.g. '?sslmode=require'",
+            )
+        )
+    return problems
 
 
 def plain_sqlite_file(url: str, instance_path: str) -> str | None:

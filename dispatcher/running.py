@@ -18,7 +18,7 @@ import threading
 
 from .problems import ConfigError
 from .spec import TenantSet, load_tenants
-from .yamlfile import parse_yaml
+from .yamlfile import parse_yaml, read_text
 
 log = logging.getLogger("dispatcher")
 
@@ -77,12 +77,12 @@ def served_before(file: str) -> TenantSet | None:
 
 
 def _instance_root(file: str) -> str:
-    """The broken file's ``instance_root`` if it can still be read, else the default."""
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = parse_yaml(f.read(), file, os.environ).data
-    except Exception:  # unreadable in any way: the default is all there is
-        return "instance"
+    """The broken file's ``instance_root`` if it can still be read, else the default.
+
+    Read within the same bounds as any tenants file: the file may be hostile (issue 11).
+    """
+    text, _ = read_text(file)
+    data = parse_yaml(text, file, os.environ).data if text is not None else None
     value = data.get("instance_root") if isinstance(data, dict) else None
     return value if isinstance(value, str) else "instance"
 

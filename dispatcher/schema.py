@@ -17,6 +17,7 @@ import difflib
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .problems import Path
 from .tenant import DEFAULT_RETRY_AFTER
@@ -77,6 +78,14 @@ def _maintenance_flag(value: Any) -> Any:
     return value
 
 
+def _exactly_an_int(value: Any) -> Any:
+    """``Literal[1]`` matches by equality, so ``True`` (YAML 1.1's ``yes``) and ``1.0`` would
+    pass as version 1: refuse every value that is not an int."""
+    if type(value) is not int:
+        raise PydanticCustomError("literal_error", "Input should be 1", {"expected": "1"})
+    return value
+
+
 class TenantFields(BaseModel):
     """Fields a tenant may set, and (but for its mount) inherit from ``defaults``."""
 
@@ -107,7 +116,7 @@ class TenantsFile(BaseModel):
     """The top level. ``tenants`` is checked entry by entry so one bad tenant hides no other."""
 
     model_config = _STRICT
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_exactly_an_int)]
     base_domain: str | None = None
     instance_root: str = "instance"
     proxy: Proxy | None = None
@@ -185,8 +194,14 @@ def _report(model: type[BaseModel], error: Any, at: Path, doc: YamlDocument) -> 
     elif kind == "missing":
         doc.problem(path, f"required field '{name}' is missing", f"Add '{name}:'")
     elif kind == "literal_error" and name == "version":
+        shown = _show(error["input"]) or _yaml_type(error["input"])
+        written = doc.plain_scalars.get(path)
+        if written is not None and written != shown:  # `yes`, `on`, `~`: YAML 1.1 surprises
+            shown = f"{written} (YAML reads it as {shown})"
         doc.problem(
-            path, f"unsupported version {error['input']!r}", "This dispatcher reads 'version: 1'"
+            path,
+            f"unsupported version {shown}",
+            "This dispatcher reads 'version: 1' (the number 1, unquoted)",
         )
     elif kind == "literal_error":
         doc.problem(

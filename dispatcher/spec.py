@@ -24,7 +24,7 @@ from .problems import ConfigError, Problem
 from .rules import RESERVED_PREFIX
 from .schema import Defaults, Proxy, TenantsFile, salvage, validate
 from .tenant import TenantConfig
-from .yamlfile import YamlDocument, parse_yaml
+from .yamlfile import YamlDocument, parse_yaml, read_text
 
 __all__ = ["RESERVED_PREFIX", "TenantSet", "check_tenants", "load_tenants"]
 
@@ -110,15 +110,10 @@ def check_tenants(
 ) -> tuple[TenantSet | None, list[Problem]]:
     """Validate a tenants file; return the set (``None`` if any error) and all problems."""
     file = os.fspath(path)
-    try:
+    if text is None:
+        text, unreadable = read_text(file)
         if text is None:
-            # newline="": the text is the file's bytes exactly, so its sha256 is the file's.
-            with open(file, encoding="utf-8", newline="") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        fix = "Pass the right file with -f or $TENANTS_FILE"
-        return None, [Problem(file, 0, (), f"cannot read the tenants file: {reason}", fix)]
+            return None, [unreadable] if unreadable is not None else []
     doc = parse_yaml(text, file, os.environ if environ is None else environ)
     tenant_set = _check(doc, os.path.dirname(os.path.abspath(file)), instance_root)
     # A problem in defaults is reported once, not once per tenant; then in file order.
@@ -158,6 +153,7 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
             "Remove it: each tenant gets its own key, generated into its instance "
             "folder, or set one per tenant in instance/<name>/config.py",
         )
+    checker.owned_config(defaults.config, ("defaults", "config"))
     base_domain = checker.host(top.base_domain, ("base_domain",))
     server_names = None
     if top.server_names is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .problems import ConfigError
 from .spec import TenantSet, load_tenants, text_sha256
 from .tenant import TenantConfig
+from .yamlfile import read_text
 
 log = logging.getLogger("dispatcher")
 
@@ -77,15 +78,13 @@ class FileWatcher:
         if signature == self._seen and not force:
             return None
         self._seen = signature
-        try:
-            with open(self.file, encoding="utf-8", newline="") as f:  # exact, as it is hashed
-                text = f.read()
-        except (OSError, UnicodeDecodeError):
-            text = None  # load_tenants reports why, below
+        text, unreadable = read_text(self.file)  # bounded: the file may be hostile
         digest = text_sha256(text) if text is not None else None
-        if not force and digest in (self._hash, self._refused):
+        if not force and digest is not None and digest in (self._hash, self._refused):
             return None  # touched, or saved again unchanged: nothing to do
         try:
+            if text is None:
+                raise ConfigError([unreadable] if unreadable is not None else [])
             tenant_set = load_tenants(self.file, text=text, instance_root=self.instance_root)
         except ConfigError as e:
             self._refused = digest

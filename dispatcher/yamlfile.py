@@ -1,15 +1,21 @@
-"""Read a YAML file into plain Python data, keeping the line of every value.
+"""Read a YAML file into plain Python data, within bounds, keeping the line of every value.
 
-PyYAML's libyaml parser composes the document into nodes that carry their position; this
-module walks those nodes itself instead of using ``yaml.safe_load`` because ``safe_load``
-silently keeps the last of two duplicate keys, loses line numbers, and would let ``${VAR}``
-content be parsed as YAML. Here:
+libyaml's C parser reads the file into events; :mod:`dispatcher.yamlwalk` builds the values
+from them in Python, instead of ``yaml.safe_load`` or PyYAML's composer, because those
+silently keep the last of two duplicate keys, lose line numbers, would let ``${VAR}`` content
+be parsed as YAML, and recurse (in C) once per nesting level, so a hostile file could crash the
+process. Here:
 
+- no file can exhaust memory, recurse without end or crash the reader: the size is checked
+  before parsing, nesting depth and the number of values (aliases expanded) while walking,
+  each a located problem like any other (:mod:`dispatcher.yamllimits`);
 - a duplicate key anywhere is a problem naming both lines;
 - ``${VAR}`` and ``${VAR:-default}`` are expanded inside parsed string values only, so a
   variable's content can never add keys or tenants;
 - the plain scalars YAML 1.1 turns into booleans, numbers or null (``no``, ``on``, ``0700``,
-  ``~``) are remembered, so the schema check can say "quote it" where a string is expected.
+  ``~``) are remembered, so the schema check can say "quote it" where a string is expected;
+- explicit tags other than the plain standard ones (``!!python/...``, ``!!binary``, ``!foo``)
+  are problems, never silently dropped or obeyed.
 
 ::
 
@@ -20,25 +26,21 @@ content be parsed as YAML. Here:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from . import yamllimits as limits
 from .problems import Path, Problem
+from .yamllimits import Limit
+from .yamlwalk import Walker
 
 try:  # libyaml's C parser is several times faster; PyYAML wheels ship it.
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - only on a PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
-_STANDARD_TAGS = "tag:yaml.org,2002:"
-# ${VAR} or ${VAR:-default}; the default may hold {placeholders} (one level of braces).
-_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
 
 
 @dataclass
@@ -75,122 +77,116 @@ class YamlDocument:
         self.problems.append(Problem(self.file, at, path, message, fix, warning))
 
 
+def read_text(file: str) -> tuple[str | None, Problem | None]:
+    """The file's text, or the problem reading it (missing, too large, not UTF-8).
+
+    At most :data:`~dispatcher.yamllimits.MAX_BYTES` (and one more) are read, whatever the
+    file is.
+    """
+    try:
+        with open(file, "rb") as f:
+            data = f.read(limits.MAX_BYTES + 1)
+    except OSError as e:
+        return None, Problem(
+            file,
+            0,
+            (),
+            f"cannot read the tenants file: {e.strerror or e}",
+            "Pass the right file with -f or $TENANTS_FILE",
+        )
+    if len(data) > limits.MAX_BYTES:
+        return None, _too_large(file, data.count(b"\n") + 1)
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return None, Problem(
+            file,
+            line,
+            (),
+            f"the file is not UTF-8 text (byte 0x{data[e.start]:02x} on this line)",
+            "Save it as UTF-8",
+        )
+
+
+def _too_large(file: str, line: int) -> Problem:
+    limit = limits.too_large(line)
+    return Problem(file, limit.line, (), limit.message, limit.fix)
+
+
 def parse_yaml(text: str, file: str, environ: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``); problems are collected, never raised."""
     doc = YamlDocument(file, text)
+    if len(text) > limits.MAX_BYTES // 4:  # else it cannot be too large, even in 4-byte chars
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) > limits.MAX_BYTES:
+            line = encoded.count(b"\n", 0, limits.MAX_BYTES) + 1
+            doc.problems.append(_too_large(file, line))
+            return doc
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        data = _walk(doc, environ)
+    except Limit as e:  # the rest of the file cannot be trusted: this is the one problem
+        doc.problems[:] = [Problem(file, e.line, (), e.message, e.fix)]
+        return doc
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        # At end of file libyaml points past the last line; name the last line instead.
-        line = min(mark.line + 1, len(text.splitlines()) or 1) if mark is not None else 1
-        what = " ".join(str(part) for part in (e.context, e.problem) if part)
-        doc.problems.append(
-            Problem(file, line, (), f"invalid YAML: {what}", "Fix the syntax at that line")
-        )
+        doc.problems[:] = [_syntax_problem(e, text, file)]
         return doc
-    except yaml.YAMLError as e:
-        doc.problems.append(Problem(file, 1, (), f"invalid YAML: {e}", "Fix the syntax"))
+    except yaml.reader.ReaderError as e:  # a control character (NUL, ESC...) in the text
+        line = text.encode("utf-8", "replace").count(b"\n", 0, e.position) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        what = "a NUL byte" if code == 0 else f"the character U+{code:04X}"
+        escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        doc.problems[:] = [
+            Problem(
+                file,
+                line,
+                (),
+                f"invalid YAML: {what} is not allowed in a YAML file",
+                f'Remove it, or write it as "{escape}" inside double quotes',
+            )
+        ]
         return doc
-    if node is None:
+    except (yaml.YAMLError, UnicodeError) as e:  # e.g. lone surrogates in a str
+        doc.problems[:] = [Problem(file, 1, (), f"invalid YAML: {e}", "Fix the syntax")]
+        return doc
+    if data is _EMPTY:
         doc.problems.append(
             Problem(file, 1, (), "the file is empty", "Start it with 'version: 1' and 'tenants:'")
         )
         return doc
-    doc.lines[()] = node.start_mark.line + 1
-    doc.data = _Walker(doc, environ).value(node, ())
+    doc.data = data
     return doc
 
 
-class _Walker:
-    """Turns composed nodes into Python values, filling in the document's lines and problems."""
+_EMPTY: Any = object()
 
-    def __init__(self, doc: YamlDocument, environ: Mapping[str, str]) -> None:
-        self.doc = doc
-        self.environ = environ
-        self.constructor = yaml.constructor.SafeConstructor()
 
-    def value(self, node: yaml.Node, path: Path) -> Any:
-        if not node.tag.startswith(_STANDARD_TAGS):
-            self.doc.problem(path, f"unknown YAML tag '{node.tag}'", "Remove the tag")
-            node.tag = _STR_TAG if isinstance(node, yaml.ScalarNode) else node.tag
-        if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                self.doc.lines[(*path, index)] = item.start_mark.line + 1
-                items.append(self.value(item, (*path, index)))
-            return items
-        return self.scalar(node, path)
+def _walk(doc: YamlDocument, environ: Mapping[str, str]) -> Any:
+    """The one document of the file, walked event by event."""
+    get_event = _Loader(doc.text).get_event
+    get_event()  # the stream's start
+    if type(get_event()) is yaml.StreamEndEvent:  # nothing, or comments only
+        return _EMPTY
+    data = Walker(doc, environ, get_event).document()
+    get_event()  # the document's end
+    event: Any = get_event()
+    if type(event) is not yaml.StreamEndEvent:  # not a limit, but also the file's one problem
+        line = event.start_mark.line + 1
+        raise Limit(
+            line,
+            "the file holds a second YAML document (after '---')",
+            "Keep one document: remove the '---' line and merge what follows into the first",
+        )
+    return data
 
-    def scalar(self, node: Any, path: Path) -> Any:
-        if node.tag == _STR_TAG:
-            return self.expand(node.value, path) if "${" in node.value else node.value
-        try:
-            value = self.constructor.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError:  # e.g. a plain "=" (YAML's "value" tag)
-            return node.value
-        if not node.style and not isinstance(value, str):  # plain: None, or '' from libyaml
-            self.doc.plain_scalars[path] = node.value
-        return value
 
-    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
-        result: dict[Any, Any] = {}
-        first_line: dict[Any, int] = {}
-        merged: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if key_node.tag == _MERGE_TAG:  # `<<: *anchor`; the mapping's own keys win
-                is_list = isinstance(value_node, yaml.SequenceNode)
-                sources = value_node.value if is_list else [value_node]
-                for source in sources:
-                    extra = self.value(source, path)
-                    if isinstance(extra, dict):
-                        merged = {**extra, **merged}
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.doc.problems.append(
-                    Problem(
-                        self.doc.file, line, path, "a key must be text", "Write the key as a word"
-                    )
-                )
-                continue
-            key = self.constructor.construct_object(key_node)
-            if not key_node.style and not isinstance(key, str):
-                self.doc.plain_scalars[(*path, key)] = key_node.value
-            if key in first_line:
-                shown = key_node.value
-                what = "tenant" if path == ("tenants",) else "key"
-                self.doc.problems.append(
-                    Problem(
-                        self.doc.file,
-                        line,
-                        (*path, shown),
-                        f"duplicate {what} '{shown}' (first at line {first_line[key]})",
-                        "Keep only one of them",
-                    )
-                )
-                continue
-            first_line[key] = line
-            self.doc.lines[(*path, key)] = line
-            result[key] = self.value(value_node, (*path, key))
-        return {**merged, **result} if merged else result
-
-    def expand(self, text: str, path: Path) -> str:
-        """Fill in ``${VAR}`` and ``${VAR:-default}``; a missing variable is a problem."""
-
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in self.environ:
-                return self.environ[name]
-            if default is not None:
-                return default
-            self.doc.problem(
-                path,
-                f"environment variable {name} is not set",
-                f"Set it, or give a default: ${{{name}:-...}}",
-            )
-            return ""
-
-        return _ENV_VAR.sub(replace, text)
+def _syntax_problem(e: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    # At end of file libyaml points past the last line; name the last line instead.
+    line = min(mark.line + 1, len(text.splitlines()) or 1) if mark is not None else 1
+    what = " ".join(str(part) for part in (e.context, e.problem) if part)
+    fix = "Fix the syntax at that line"
+    bad_line = text.splitlines()[line - 1] if text else ""
+    if "\t" in bad_line[: len(bad_line) - len(bad_line.lstrip())]:
+        fix = "Indent with spaces: YAML does not allow tabs for indentation"
+    return Problem(file, line, (), f"invalid YAML: {what}", fix)

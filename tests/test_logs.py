@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections.abc import Callable, Iterator
 
 import pytest
 from werkzeug.test import Client
@@ -70,3 +72,87 @@ def test_configure_logging_is_idempotent() -> None:
         for handler in added:
             root.removeHandler(handler)
         root.setLevel(level)
+
+
+# -- one line per record, whatever a request carries (DESIGN 5) --------------------------------
+
+#: What a forger would put in a path (percent-encoded, as a client sends it), and how it must
+#: show in the log: a fake next line of another tenant, ANSI sequences that would clear the
+#: screen, a NUL, DEL and C1 control, Unicode's line separator and right-to-left override.
+FORGED = "2026-01-01%2000:00:00,000%20ERROR%20tenant=globex%20tests.apps.echo:%20forged"
+SHOWN = "2026-01-01 00:00:00,000 ERROR tenant=globex tests.apps.echo: forged"
+HOSTILE_PATHS = {
+    "crlf": ("%0d%0a" + FORGED, "\\r\\n" + SHOWN),
+    "lf": ("%0a" + FORGED, "\\n" + SHOWN),
+    "cr": ("%0d" + FORGED, "\\r" + SHOWN),
+    "esc": ("%1b[2J%1b[1A", "\\x1b[2J\\x1b[1A"),
+    "nul-del-c1": ("a%00b%7fc%c2%85d", "a\\x00b\\x7fc\\x85d"),
+    "unicode-separators": ("a%e2%80%a8b%e2%80%aec", "a\\u2028b\\u202ec"),
+}
+#: A record as OneLineFormatter writes it: date, time, level, the tenant, the logger.
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (WARNING|ERROR) tenant=(\S+) \S+: ")
+
+
+@pytest.fixture
+def log_lines(echo_client: Client) -> Iterator[Callable[[], list[str]]]:
+    """The dispatcher's stderr handler, on a buffer: a function returning its lines so far."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    configure_logging(logging.WARNING, stream)
+    yield lambda: stream.getvalue().split("\n")[:-1]
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("route", ["boom", "log"])
+@pytest.mark.parametrize("raw, shown", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+def test_a_request_cannot_forge_a_log_line(
+    echo_client: Client, log_lines: Callable[[], list[str]], route: str, raw: str, shown: str
+) -> None:
+    response = echo_client.get(
+        f"/acme/{route}/{raw}", headers={"Host": "localhost", "User-Agent": "ua\x1b[31m"}
+    )
+    assert response.status_code == (500 if route == "boom" else 200)
+    lines = log_lines()
+    # boom: Flask's "Exception on /acme/boom/... [GET]", its traceback on the same line;
+    # log: the app's message with the path and User-Agent as arguments, and an f-string.
+    assert len(lines) == (1 if route == "boom" else 2), lines
+    for line in lines:
+        match = LINE.match(line)
+        assert match is not None, line
+        assert match.group(2) == "acme"  # the real tag comes first; forged text is inside
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]", line), line
+        assert f"/{route}/{shown}" in line
+    if route == "boom":
+        assert "Exception on /boom/" in lines[0] and " [GET] | Traceback" in lines[0]
+    else:
+        assert lines[0].endswith(" by ua\\x1b[31m")
+
+
+def test_the_message_is_escaped_and_the_traceback_joined() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter("%(tenant)s %(message)s"))
+    logger = logging.getLogger("one-line-message-test")
+    logger.addHandler(handler)
+    try:
+        logger.warning("args: %s and %r", "a\nb\rc", "d\x1be")
+        logger.warning("mapping: %(path)s", {"path": "p\nq"})
+        logger.warning("pre-formatted: a\nb\tc\x00")
+        try:
+            raise ValueError("bad\x1b[2Jthing")
+        except ValueError:
+            logger.exception("failed\non /x")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().split("\n")
+    assert lines[:3] == [
+        "- args: a\\nb\\rc and 'd\\x1be'",
+        "- mapping: p\\nq",
+        "- pre-formatted: a\\nb\\tc\\x00",
+    ]
+    assert lines[3].startswith("- failed\\non /x | Traceback (most recent call last): | ")
+    assert lines[3].endswith(" | ValueError: bad\\x1b[2Jthing")
+    assert lines[4:] == [""]

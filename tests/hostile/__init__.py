@@ -1,1 +1,1 @@
-"""The project's own adversarial suite: what a careless operator or a hostile app author does."""
+"""The project's adversarial suite: inputs as an attacker or a careless operator writes them."""

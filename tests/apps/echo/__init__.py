@@ -12,6 +12,14 @@ from flask import Flask, current_app, jsonify, redirect, request, session, url_f
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from werkzeug.routing import BaseConverter
+
+
+class AnyPath(BaseConverter):
+    """The rest of the path, newlines included (werkzeug's ``path`` stops at one)."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False
 
 
 class Base(DeclarativeBase):
@@ -34,6 +42,7 @@ def create_app(tenant_config: Any) -> Flask:
     if app.config.get("FAIL_TO_BUILD"):
         raise RuntimeError("this factory was told to fail")
     db.init_app(app)
+    app.url_map.converters["anything"] = AnyPath
 
     @app.get("/")
     def index() -> Any:
@@ -70,13 +79,21 @@ def create_app(tenant_config: Any) -> Flask:
         current_app.logger.warning("hello from the app")
         return "logged"
 
+    @app.get("/log/<anything:rest>")
+    def log_request(rest: str) -> Any:
+        # As apps do: the path and a header as arguments, and pre-formatted in an f-string.
+        current_app.logger.warning("asked for %s by %s", request.path, request.user_agent)
+        current_app.logger.warning(f"f-string: {request.path}")
+        return "logged"
+
     @app.cli.command("hello")
     def hello() -> None:
         """Print which tenant's app this is."""
         print(f"hello from {tenant_config.name}")
 
     @app.get("/boom")
-    def boom() -> Any:
+    @app.get("/boom/<anything:rest>")
+    def boom(rest: str = "") -> Any:
         raise RuntimeError("boom")
 
     return app
