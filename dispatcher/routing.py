@@ -15,6 +15,7 @@ answered on every host::
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -52,6 +53,8 @@ log = logging.getLogger("dispatcher")
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
+#: Closed apps that were frozen (gc.freeze) before one full collection reclaims them.
+REFREEZE_AFTER = 16
 #: Hosts seen in a form not in the table (a port, upper case), remembered; emptied when full.
 _LEARNED_HOSTS = 4096
 _NOT_FOUND = NotFound()
@@ -201,6 +204,7 @@ class Dispatcher:
         self.holds = store_for(tenant_set) if watch else None
         self.worker = worker_name()
         self._force = False
+        self._frozen_garbage = 0
         self._held: frozenset[str] = frozenset()
         self._tick_lock = threading.Lock()
         self._ticker: _Ticker | None = None
@@ -295,9 +299,24 @@ class Dispatcher:
             if self.holds is not None:
                 self._follow_holds()
             self.live.sweep()
+            if self._frozen_garbage >= REFREEZE_AFTER:
+                self._reclaim_frozen()
             for handle in list(self.states.failed.values()):
                 if not handle.tenant.lazy:
                     handle.start_build()
+
+    def _reclaim_frozen(self) -> None:
+        """Collect the apps closed since they were frozen (``gc.freeze`` after a build keeps
+        full collections short, but hides what becomes garbage): one full collection, on this
+        background thread, after enough of them (a reload or holds dropped them)."""
+        started = time.perf_counter()
+        closed, self._frozen_garbage = self._frozen_garbage, 0
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "reclaimed %d closed app(s) in %.0f ms", closed, (time.perf_counter() - started) * 1000
+        )
 
     def reload_now(self) -> None:
         """Re-read the tenants file on the next tick, even if it looks unchanged (SIGHUP)."""
@@ -325,6 +344,7 @@ class Dispatcher:
         for handle in old.tenants.values():
             if handles.get(handle.name) is not handle:
                 self.live.forget(handle)
+                self._frozen_garbage += handle.freeze and handle.app is not None
                 handle.close()
         log.info(
             "reloaded %s in %.0f ms: %s",
@@ -365,6 +385,7 @@ class Dispatcher:
         if handle.app is None:
             return not handle.building
         if handle.evict():  # its next build, once released, reads what the holder left
+            self._frozen_garbage += handle.freeze
             log.info("tenant '%s' held: its app is closed until the hold is released", name)
             return True
         return False
@@ -388,7 +409,13 @@ class Dispatcher:
             handle = running.get(tenant.name)
             if handle is None or handle.tenant != tenant or handle.state == "failed":
                 on_built = self.live.built if tenant.lazy and evicting else None
-                handle = TenantApp(tenant, self._build, states=self.states, on_built=on_built)
+                handle = TenantApp(
+                    tenant,
+                    self._build,
+                    states=self.states,
+                    on_built=on_built,
+                    freeze=on_built is None,
+                )
             handles[tenant.name] = handle
         return handles
 

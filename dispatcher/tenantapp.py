@@ -81,6 +81,7 @@ class TenantApp:
         states: States | None = None,
         limit: int | None = None,
         on_built: Callable[[TenantApp], None] | None = None,
+        freeze: bool = False,
     ) -> None:
         self.tenant = tenant
         self.name = tenant.name
@@ -95,6 +96,9 @@ class TenantApp:
         self.last_used = time.monotonic()
         self.limit = limit or sys.maxsize
         self.on_built = on_built
+        #: Move what a build created out of the collector's way (``gc.freeze``) once it is
+        #: built: for apps meant to live long (not evictable ones, which must stay collectable).
+        self.freeze = freeze
         self._states = states or States()
         self._state = "maintenance" if tenant.maintenance is not None else "lazy"
         self._states.move(self, None, self._state)
@@ -190,8 +194,8 @@ class TenantApp:
         build.done.set()
         if app is not None:
             log.debug("tenant '%s' built in %.3f s", self.name, time.perf_counter() - started)
-            # Apps live long: keep full collections from scanning them again and again.
-            gc.freeze()
+            if self.freeze:  # a full collection then never scans this app again
+                gc.freeze()
             if self.on_built is not None:
                 self.on_built(self)
 

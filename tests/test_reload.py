@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,18 @@ def test_sha256_is_of_the_bytes_even_with_crlf_newlines(edit: Editor, tmp_path: 
     running = running_text(dispatcher.tenant_set)
     assert running is not None
     assert load_tenants(path, text=running).tenants_file_sha256 == expected
+
+
+def test_apps_a_reload_replaced_are_reclaimed_though_frozen(edit: Editor, tmp_path: Path) -> None:
+    """Apps are frozen after their build (gc.freeze: full collections never scan them again),
+    so the ones a reload replaces are only reclaimed by the background thread's own collection
+    once enough were closed: memory does not grow with every edit."""
+    names = [f"t{i}" for i in range(20)]
+    app = '"tests.apps.hostile:ordinary"'  # its views refer to the app: a reference cycle
+    lines = [f"      {n}: {{path: /{n}, app: {app}}}\n" for n in names]
+    dispatcher, _ = start(edit, tmp_path, "".join(lines))
+    old = [weakref.ref(dispatcher.tenants[n].app) for n in names]  # type: ignore[arg-type]
+    edit("".join(line.replace("}\n", ", config: {X: 1}}\n") for line in lines))
+    assert all(dispatcher.tenants[n].app is not None for n in names)  # the new ones
+    dispatcher.tick()
+    assert [ref() for ref in old] == [None] * len(names)
