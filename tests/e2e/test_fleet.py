@@ -75,7 +75,10 @@ class Fleet:
     def built(self, node: int) -> set[str]:
         """The tenants whose app node ``node`` has built (its instance folders)."""
         instance = self.folder / f"node{node}" / "instance"
-        return {p.name for p in instance.iterdir() if p.is_dir()} if instance.exists() else set()
+        if not instance.exists():
+            return set()
+        # Dot-folders are the dispatcher's own (.maintenance holds the workers' reports).
+        return {p.name for p in instance.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
     def status(self, *urls: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "dispatcher", "status", "--timeout", "5", *urls]
