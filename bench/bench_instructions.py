@@ -214,7 +214,8 @@ def main() -> None:
     print(table(sides, results))
     print(f"bench_instructions: {time.monotonic() - started:.0f} s", file=sys.stderr)
     if not args.no_docs:
-        save("instructions", {"settings": vars(args), "ir": results})
+        settings = {k: getattr(args, k) for k in ("sides", "rounds", "k1", "k2", "warmup")}
+        save("instructions", {"settings": settings, "ir": results})
         instructions_section()
         summary_section()
 

@@ -38,8 +38,15 @@ SIDES = [
     Side("path-evict", "dispatcher, path tenant, eviction on", 10_000, file="evict"),
     Side("host-evict", "dispatcher, host tenant, eviction on", 10_000, file="evict"),
     Side("404", "an unknown path (404), 10,000 tenants", 10_000, routed=False, status=404),
-    Side("health", "`GET /_dispatcher/health`, 10,000 tenants", 10_000, routed=False, weight=5),
     Side("health-100", "`GET /_dispatcher/health`, 100 tenants", 100, routed=False),
+    Side("health", "`GET /_dispatcher/health`, 10,000 tenants", 10_000, routed=False, weight=5),
+    Side(
+        "health-100000",
+        "`GET /_dispatcher/health`, 100,000 tenants",
+        100_000,
+        routed=False,
+        weight=50,
+    ),
     Side(
         "host-hit",
         "a host tenant's 503 (maintenance), the same host every time, 10,000 host tenants",
@@ -55,13 +62,6 @@ SIDES = [
         file="hosts",
         routed=False,
         status=503,
-    ),
-    Side(
-        "health-100000",
-        "`GET /_dispatcher/health`, 100,000 tenants",
-        100_000,
-        routed=False,
-        weight=50,
     ),
 ]
 BY_NAME = {side.name: side for side in SIDES}

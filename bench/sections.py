@@ -81,36 +81,47 @@ def instructions_section() -> str:
         + (f"main before issue 15, {_provenance(before)}." if before else "not recorded."),
         "",
         "| side | before: beyond the app alone | now: Ir per request | **now: beyond the app "
-        "alone** | x `DispatcherMiddleware`'s |",
+        "alone**, range over rounds | x `DispatcherMiddleware`'s |",
         "|---|---|---|---|---|",
     ]
     for side in SIDES:
         if not side.routed or side.name not in ir:
+            continue
+        if side.name == "app":
+            was = f"{_k(_median(old['app']))} Ir a request" if "app" in old else ""
+            lines.append(f"| {side.label} | {was} | {_spread_k(ir['app'])} | | |")
             continue
         was = ""
         if side.name in old_extra:
             was = f"{_k(old_extra[side.name][0])} ({old_extra[side.name][1]:.1f}%)"
         now, ratio = "", ""
         if side.name in now_extra:
-            extra, percent = now_extra[side.name][:2]
-            now = f"**{_k(extra)} ({percent:.2f}%)**"
+            extra, percent, low, high = now_extra[side.name]
+            now = f"**{_k(extra)} ({percent:.2f}%)**, {_k(low)}-{_k(high)}"
             ratio = f"{extra / floor:.1f}x" if floor else ""
         lines.append(f"| {side.label} | {was} | {_spread_k(ir[side.name])} | {now} | {ratio} |")
-    answers = [s for s in SIDES if not s.routed and s.name in ir]
-    if answers:
+    for reference, title in (("404", "the 404"), ("host-hit", "the same host")):
+        rows = [
+            s
+            for s in SIDES
+            if not s.routed
+            and s.name in ir
+            and s.name.startswith("host" if reference == "host-hit" else ("health", "404"))
+        ]
+        if not rows:
+            continue
         lines += [
             "",
-            "| request | before: Ir per request | before: vs the 404 | now: Ir per request "
-            "| **now: vs the 404** |",
+            f"| request | before: Ir per request | before: vs {title} | now: Ir per request "
+            f"| **now: vs {title}** |",
             "|---|---|---|---|---|",
         ]
-        for side in answers:
+        for side in rows:
             cells = []
             for data in (old, ir):
-                if side.name in data:
+                if side.name in data and reference in data:
                     value = _median(data[side.name])
-                    vs = f"{value / _median(data['404']):.1f}x" if "404" in data else ""
-                    cells += [_k(value), vs]
+                    cells += [_k(value), f"{value / _median(data[reference]):.2f}x"]
                 else:
                     cells += ["", ""]
             cells[3] = f"**{cells[3]}**" if cells[3] else ""
@@ -146,8 +157,11 @@ def stalls_section() -> str:
         STALLS,
         "",
         "In process, the dispatcher built as wsgi.py builds it (`create_dispatcher`), timed "
-        "from the caller's side; median (min-max) over rounds; the baseline of each figure is "
-        "measured in the same run. `before` is main before issue 15.",
+        "from the caller's side; median (min-max) over rounds, the baseline of each figure "
+        "measured in the same run; `before` is main before issue 15. This machine is shared: "
+        "wall-clock figures move with its load, so each table also gives a figure the load "
+        "does not change (CPU time; a request's time less its waits for a CPU, from the "
+        "thread's `/proc/thread-self/schedstat`).",
     ]
     threads, old = load("threads"), load("threads", before=True)
     if threads:
@@ -158,19 +172,26 @@ def stalls_section() -> str:
             "(bench/tiny.py, 10,000 lazy tenants) as fast as they can, through a dispatcher "
             "with eviction on (`idle_timeout: 900`, `max_live_apps: 1000`) and through one "
             f"without, both in one process, in {settings['seconds']:g}-second turns "
-            f"alternating between them, {settings['rounds']} rounds.",
+            f"alternating between them, {settings['rounds']} rounds; the ratio is taken turn "
+            "pair by turn pair.",
             "",
             "| threads | eviction off, req/s | eviction on, req/s | **on / off** "
-            "| before: on / off |",
-            "|---|---|---|---|---|",
+            "| on / off, per CPU second | before: on / off | before: per CPU second |",
+            "|---|---|---|---|---|---|---|",
         ]
         for n, rates in threads["figures"].items():
-            was = ""
+            was = ["", ""]
             if old and n in old["figures"]:
-                was = _spread(_ratios(old["figures"][n]["on"], old["figures"][n]["off"]), 2) + "x"
+                o = old["figures"][n]
+                was = [
+                    _spread(_ratios(o["on"], o["off"]), 2) + "x",
+                    _spread(_ratios(o["on_cpu"], o["off_cpu"]), 2) + "x",
+                ]
             lines.append(
                 f"| {n} | {_spread(rates['off'], 0)} | {_spread(rates['on'], 0)} "
-                f"| **{_spread(_ratios(rates['on'], rates['off']), 2)}x** | {was} |"
+                f"| **{_spread(_ratios(rates['on'], rates['off']), 2)}x** "
+                f"| {_spread(_ratios(rates['on_cpu'], rates['off_cpu']), 2)}x "
+                f"| {was[0]} | {was[1]} |"
             )
     reload, old = load("reload"), load("reload", before=True)
     if reload:
@@ -180,24 +201,30 @@ def stalls_section() -> str:
             "requests a tenant in a loop (bench/tiny.py, 10,000 lazy tenants); the file is "
             "touched (its modification time only) or edited (a tenant added, or removed again), "
             "and the requests that start in the next 4 seconds are compared with those of 4 "
-            "quiet seconds of the same run. The edit is checked to have been applied.",
+            "quiet seconds of the same run, "
+            f"{reload['settings']['reload_rounds']} rounds. The edit is checked to have been "
+            "applied. Only the client's side is timed: a reload on a request or on a thread of "
+            "its own counts by how long a request waits.",
             "",
-            "| the file | longest request, ms | p99, ms | requests in the window "
-            "| **longest vs quiet** | before: longest, ms |",
-            "|---|---|---|---|---|---|",
+            "| the file | longest request, ms | **less its waits for a CPU, ms** | p99, ms "
+            "| requests in the window | before: longest, ms | before: less CPU waits, ms |",
+            "|---|---|---|---|---|---|---|",
         ]
         figures = reload["figures"]
-        quiet = [w["max"] for w in figures["quiet"]]
         for action, label in (("quiet", "untouched"), ("touch", "touched"), ("edit", "edited")):
             windows = figures[action]
-            worst = [w["max"] * 1000 for w in windows]
-            was = ""
+            was = ["", ""]
             if old:
-                was = _spread([w["max"] * 1000 for w in old["figures"][action]])
+                o = old["figures"][action]
+                was = [
+                    _spread([w["max"] * 1000 for w in o]),
+                    _spread([w["max_ours"] * 1000 for w in o]),
+                ]
             lines.append(
-                f"| {label} | {_spread(worst)} | {_spread([w['p99'] * 1000 for w in windows], 2)} "
-                f"| {_spread([w['requests'] for w in windows], 0)} "
-                f"| **{_spread(_ratios([w['max'] for w in windows], quiet))}x** | {was} |"
+                f"| {label} | {_spread([w['max'] * 1000 for w in windows])} "
+                f"| **{_spread([w['max_ours'] * 1000 for w in windows])}** "
+                f"| {_spread([w['p99'] * 1000 for w in windows], 2)} "
+                f"| {_spread([w['requests'] for w in windows], 0)} | {was[0]} | {was[1]} |"
             )
     collect, old = load("gc"), load("gc", before=True)
     if collect:
@@ -207,17 +234,18 @@ def stalls_section() -> str:
             "",
             f"**A full garbage collection** ({_when(collect)}): one `gc.collect()` (median of "
             f"3) in a worker with {n:,} lazy notes tenants (tenants/notes), right after boot and "
-            "after each tenant answered one request (its app built after boot).",
+            "after each tenant answered one request (its app built after boot); the pause in "
+            "wall time and in the thread's CPU time.",
             "",
-            "| the worker | objects the collector tracks | **one full collection, ms** "
-            "| before, ms |",
-            "|---|---|---|---|",
+            "| the worker | objects the collector tracks | pause, ms | **pause, CPU ms** "
+            "| before: pause, CPU ms |",
+            "|---|---|---|---|---|",
         ]
         for key, label in (("boot", "after boot"), ("built", f"{n:,} apps built after boot")):
-            was = f"{old['figures'][f'{key}_ms']:.1f}" if old else ""
+            was = f"{old['figures'][f'{key}_cpu_ms']:.1f}" if old else ""
             lines.append(
-                f"| {label} | {figures[f'{key}_objects']:,} | **{figures[f'{key}_ms']:.1f}** "
-                f"| {was} |"
+                f"| {label} | {figures[f'{key}_objects']:,} | {figures[f'{key}_ms']:.1f} "
+                f"| **{figures[f'{key}_cpu_ms']:.1f}** | {was} |"
             )
     section = "\n".join(lines)
     write_section(STALLS, section)
