@@ -2,14 +2,14 @@
 
 Run from the repository root (about 3 minutes; part of ``make bench``)::
 
-    .venv/bin/python bench/bench_stalls.py [--only threads,reload,gc] [--rounds 20] [--no-docs]
+    .venv/bin/python bench/bench_stalls.py [--only threads,reload,gc] [--rounds 40] [--no-docs]
 
 Each measurement runs in a fresh interpreter that builds the dispatcher as wsgi.py does
 (``create_dispatcher``) and calls it in process, as a server's worker threads would:
 
 - ``threads``: 4 threads call one tenant's ``GET /`` as fast as they can, through a dispatcher
   with eviction on (``idle_timeout``, ``max_live_apps``) and through the same tenants without;
-  requests/s on / off, in quarter-second turns alternating between the two (both alive in
+  requests/s on / off, in 0.15-second turns alternating between the two (both alive in
   one process, so the machine's drift hits both); 10,000 lazy tenants of bench/tiny.py. The
   same with 1 thread, for scale.
 - ``reload``: one thread requests a tenant in a loop while the 10,000-tenant file is touched
@@ -285,8 +285,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="a subset, by name")
-    parser.add_argument("--rounds", type=int, default=20, help="threads: interleaved rounds")
-    parser.add_argument("--seconds", type=float, default=0.25, help="threads: seconds a turn")
+    parser.add_argument("--rounds", type=int, default=40, help="threads: interleaved rounds")
+    parser.add_argument("--seconds", type=float, default=0.15, help="threads: seconds a turn")
     parser.add_argument("--reload-rounds", type=int, default=3, help="reload: rounds")
     parser.add_argument("--gc-tenants", type=int, default=1000, help="gc: tenants built")
     parser.add_argument("--no-docs", action="store_true", help="print only")
