@@ -26,7 +26,7 @@ $(INSTALLED): requirements.txt
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# `make bench`: every benchmark, written into docs/benchmarks.md (about 35 minutes on 2 cores):
+# `make bench`: every benchmark, written into docs/benchmarks.md (about 20 minutes on 2 cores):
 # the scale benchmarks of issue 8 (bench/bench_scale.py, also docs/benchmarks.png) and issue
 # 15's table, before and after (bench/bench_stalls.py, bench/bench_costs.py, and the
 # instruction counts of bench/bench_instructions.py, run last: they do not mind a busy

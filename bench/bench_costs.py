@@ -1,6 +1,6 @@
 """What grows with the tenant count, and the test plugin's cost per test (issue 15).
 
-Run from the repository root (about 6 minutes; part of ``make bench``)::
+Run from the repository root (about 3 minutes; part of ``make bench``)::
 
     .venv/bin/python bench/bench_costs.py [--only migrate,plugin,boot] [--no-docs]
 

@@ -1,7 +1,7 @@
 """Instructions per request (valgrind callgrind): the dispatcher's own cost, beside werkzeug's.
 
-Run from the repository root (``make bench-instructions``: about 5 minutes; ``--quick``: under
-one, four sides, prints only)::
+Run from the repository root (``make bench-instructions``: 5 to 8 minutes; ``--quick``: under
+one, four sides)::
 
     .venv/bin/python bench/bench_instructions.py [--quick] [--sides path,host] [--no-docs]
     .venv/bin/python bench/bench_instructions.py --annotate path     # where they go
@@ -18,8 +18,13 @@ bench/tiny.py (``GET /`` answers ``ok``), so the dispatcher's share of a request
   tenants, half by path and half by subdomain, one tenant of each kind warm;
 - ``path-evict``, ``host-evict``: the same with eviction on (``idle_timeout: 900``,
   ``max_live_apps: 1000``);
-- ``health``, ``404``: ``GET /_dispatcher/health`` and an unknown path at 10,000 tenants, and
-  ``health-100``, ``health-100000`` at 100 and 100,000 tenants.
+- ``404``, ``health``: an unknown path and ``GET /_dispatcher/health`` at 10,000 tenants, and
+  ``health-100``, ``health-100000`` at 100 and 100,000 tenants;
+- ``host-hit``, ``host-miss``: 10,000 host tenants in maintenance (a 503 without building an
+  app), the same host every time, or each host in turn (more hosts than the host cache holds).
+
+A run of every side writes docs/benchmarks.md and bench/results/instructions.json; ``--quick``,
+``--sides`` and ``--annotate`` only print.
 
 The sides of one tenants file share one process, which runs under ``valgrind --tool=callgrind``
 with instrumentation off while it boots and warms up (bench/callgrind.py switches it on).
@@ -176,9 +181,11 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--annotate-requests", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--sides", default=",".join(s.name for s in SIDES), help="a subset")
     parser.add_argument(
-        "--quick", action="store_true", help=f"only {','.join(QUICK)}, fewer requests, no docs"
+        "--sides", default=",".join(s.name for s in SIDES), help="a subset (printed only)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"only {','.join(QUICK)}, fewer requests"
     )
     parser.add_argument("--annotate", metavar="SIDE", help="where one side's instructions go")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of 4 segments per side")
@@ -193,8 +200,10 @@ def main() -> None:
         child(args)
         return
     if args.quick:
-        args.sides, args.no_docs = ",".join(QUICK), True
+        args.sides = ",".join(QUICK)
         args.rounds, args.k1, args.k2 = 2, 15, 45
+    if args.sides != parser.get_default("sides"):
+        args.no_docs = True  # the docs compare every side of one run, never a mix of runs
     unknown = [s for s in [*args.sides.split(","), args.annotate or "app"] if s not in BY_NAME]
     if unknown:
         parser.error(f"unknown sides {unknown}; choose from {', '.join(BY_NAME)}")

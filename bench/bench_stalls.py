@@ -1,6 +1,6 @@
 """Stalls and contention a worker sees (issue 15), timed in process against a baseline.
 
-Run from the repository root (about 3 minutes; part of ``make bench``)::
+Run from the repository root (about 2 minutes; part of ``make bench``)::
 
     .venv/bin/python bench/bench_stalls.py [--only threads,reload,gc] [--rounds 40] [--no-docs]
 
