@@ -114,9 +114,9 @@ def layer_table(layers: list[str], ir: dict[str, list[float]]) -> str:
         return statistics.median(ir[label])
 
     app = median(APP) if APP in ir else 0.0
+    reached = f"the tenant's app alone: {app:,.0f} Ir" if APP in ir else "no tenant app"
     lines = [
-        f"{'beyond app':>10} {'own':>8}  layer (exact: each measured entering there; "
-        f"the tenant's app alone: {app:,.0f} Ir)"
+        f"{'beyond app':>10} {'own':>8}  layer (exact: each measured entering there; {reached})"
     ]
     for i, label in enumerate(layers):
         if label == APP:
@@ -253,9 +253,12 @@ def hook_cost(events: list[tuple[str, str | None]], counts: list[int]) -> float:
 def function_report(root: Node, overhead: float, top: int = 25, floor: float = 100) -> str:
     """The top functions by inclusive instructions, then the call tree."""
     server = root.children.get(SERVER, Node(SERVER))
+    # What the server loop calls that is not the app: the dispatcher's own callables, and the
+    # body it wraps around the app's (not the loop's own C calls: next(), dict(), getattr()).
+    served = [c for c in server.children.values() if not c.name.endswith("(C)")]
     tops = [
         c
-        for c in (*root.children.values(), *server.children.values())
+        for c in (*root.children.values(), *served)
         if c.name not in (SERVER, APP) and "bench/annotate.py" not in c.name
     ]
     flat: dict[str, list[float]] = {}
@@ -278,9 +281,10 @@ def function_report(root: Node, overhead: float, top: int = 25, floor: float = 1
         f"By function (approximate: the hook's {overhead:,.0f} Ir per step taken off): "
         f"{total:,.0f} Ir per request outside the app and the server loop",
         "",
-        f"{'inclusive':>10} {'self':>8} {'calls':>6}  function (top {top})",
+        f"{'inclusive':>10} {'self':>8} {'calls':>6}  function (top {top}, from {floor:g} Ir)",
     ]
-    ranked = sorted(flat.items(), key=lambda kv: -kv[1][0])[:top]
+    ranked = [kv for kv in sorted(flat.items(), key=lambda kv: -kv[1][0]) if kv[1][0] >= floor]
+    ranked = ranked[:top]
     for fn, (inclusive, self_ir, calls) in ranked:
         lines.append(f"{inclusive:>10,.0f} {self_ir:>8,.0f} {calls:>6.1f}  {fn}")
     lines += [

@@ -144,12 +144,14 @@ def annotated(side: Side, args: argparse.Namespace, work: Path) -> str:
         overhead,
         args.annotate_requests,
     )
+    layers = annotate.layer_table(report["layers"], ir)
+    if report["environs"] > 1:
+        layers += (
+            f"\n(by layer, every request is the first of the side's {report['environs']:,} "
+            "requests, taken again; by function, they are taken in turn)"
+        )
     return "\n\n".join(
-        [
-            f"side {side.name}: {side.label}",
-            annotate.layer_table(report["layers"], ir),
-            annotate.function_report(root, overhead),
-        ]
+        [f"side {side.name}: {side.label}", layers, annotate.function_report(root, overhead)]
     )
 
 

@@ -135,7 +135,7 @@ def child(args: argparse.Namespace) -> None:
     names = [side.name for side in sides]
     if args.annotate_requests:  # each WSGI layer of the side instead
         app, envs = targets[sides[0].name]
-        layers = annotate.discover_layers(app, envs[0])
+        layers = annotate.discover_layers(app, envs[0])  # with its first environ only
         targets.update({label: (entry, [env]) for label, entry, env in layers})
         names = [label for label, _, _ in layers]
     else:
@@ -173,6 +173,7 @@ def child(args: argparse.Namespace) -> None:
     result["order"] = order
     if args.annotate_requests:
         result["layers"] = names
+        result["environs"] = len(targets[sides[0].name][1])
         gc.collect()
         annotator = annotate.Annotator(requests.fast_dump, server_code=serve.__code__)
         gc.disable()  # the hook's own allocations would start collections inside any step
