@@ -26,12 +26,31 @@ $(INSTALLED): requirements.txt
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# `make bench`: the scale benchmarks of issue 8 (about 8 minutes on 2 cores), written into
-# docs/benchmarks.md and docs/benchmarks.png. Installs wrk (Debian) when missing; options go
-# in BENCH_ARGS, e.g. `make bench BENCH_ARGS="--rounds 5"` (see bench/bench_scale.py --help).
-.PHONY: bench
+# `make bench`: every benchmark, written into docs/benchmarks.md (about 20 minutes on 2 cores):
+# the scale benchmarks of issue 8 (bench/bench_scale.py, also docs/benchmarks.png) and issue
+# 15's table, before and after (bench/bench_stalls.py, bench/bench_costs.py, and the
+# instruction counts of bench/bench_instructions.py, run last: they do not mind a busy
+# machine, the wall-clock ones do). A subset: `make bench BENCHES="instructions costs"`, or
+# one target with its options: `make bench-scale BENCH_ARGS="--rounds 5"`. While changing the
+# request path: `make bench-instructions BENCH_ARGS=--quick` (under a minute, prints only),
+# and `BENCH_ARGS="--annotate path"` for where a side's instructions go.
+.PHONY: bench bench-scale bench-stalls bench-costs bench-instructions
+BENCHES ?= scale stalls costs instructions
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-bench: $(INSTALLED)
+bench: $(addprefix bench-,$(BENCHES))
+
+bench-scale: $(INSTALLED)
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(BIN)/python bench/bench_scale.py $(BENCH_ARGS)
+
+bench-stalls: $(INSTALLED)
+	$(BIN)/python bench/bench_stalls.py $(BENCH_ARGS)
+
+bench-costs: $(INSTALLED)
+	$(BIN)/python bench/bench_costs.py $(BENCH_ARGS)
+
+bench-instructions: $(INSTALLED)
+	command -v valgrind >/dev/null || $(SUDO) apt-get install -y valgrind \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y valgrind; }
+	$(BIN)/python bench/bench_instructions.py $(BENCH_ARGS)
