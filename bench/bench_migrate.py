@@ -108,6 +108,8 @@ def main() -> None:
     marginals: dict[str, list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="bench-migrate-") as work:
         files = {n: make_tenants(Path(work) / str(n), n) for n in (small, large)}
+        for measure in sides.values():  # warm-up: first opens of new files, the page cache
+            measure(files[small]), measure(files[large])
         for _ in range(args.rounds):
             for side, measure in sides.items():
                 at_small, at_large = measure(files[small]), measure(files[large])
