@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
@@ -162,7 +162,8 @@ def app(
     try:
         return _dispatcher_tenants.app(request.node.stash[_LEASE])
     except IsolationError as e:
-        pytest.fail(f"dispatcher.testing: {e}", pytrace=False)
+        refused = e
+    _refuse(refused)
 
 
 @pytest.fixture
@@ -236,4 +237,11 @@ def _lease(
     try:
         return workspace.lease(name, app_config, request, fresh_app)
     except IsolationError as e:
-        pytest.fail(f"dispatcher.testing: {e}", pytrace=False)
+        refused = e
+    _refuse(refused)
+
+
+def _refuse(error: IsolationError) -> NoReturn:
+    """Fail the test with the reason alone (raised outside the ``except``, so that pytest
+    does not show the same message twice, chained)."""
+    pytest.fail(f"dispatcher.testing: IsolationError: {error}", pytrace=False)

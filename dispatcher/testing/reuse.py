@@ -54,7 +54,7 @@ class AppState:
             original(app, f_name)
 
         vars(app)["_check_setup_finished"] = setup_method_called
-        self.config = _copy(dict(app.config))
+        self.config = copy_config(dict(app.config))
         self.attributes = dict(vars(app))
         self.extensions = dict(app.extensions)
         self.rules = len(list(app.url_map.iter_rules()))
@@ -72,7 +72,7 @@ class AppState:
             return False
         if dict(app.config) != self.config:
             app.config.clear()
-            app.config.update(_copy(self.config))
+            app.config.update(copy_config(self.config))
         vars(app)[_FIRST_REQUEST] = False
         return True
 
@@ -86,7 +86,7 @@ def _reshaped(
     return any(now[k] is not then[k] for k in now if k not in ignore)
 
 
-def _copy(config: dict[str, Any]) -> dict[str, Any]:
+def copy_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy, so that a list or dict in the config mutated in place is put back too;
     a value that cannot be copied is shared (and only rebinding it is put back)."""
     copied = {}

@@ -36,7 +36,7 @@ from ..spec import TenantSet
 from ..tenant import TenantConfig
 from .folders import FolderImage
 from .postgres import Server, Snapshot
-from .reuse import AppState, check_config, check_engines
+from .reuse import AppState, check_config, check_engines, copy_config
 
 #: A test's instance root, in its item's stash: shared by the fixtures of that test.
 _TEST_ROOT = pytest.StashKey[Path]()
@@ -47,6 +47,9 @@ class Slot:
     """A tenant placed on a folder and database of its own, and the app built there."""
 
     tenant: TenantConfig
+    #: The tenant's config as it was: a test that changes a list in ``tenant.config`` (or in
+    #: ``app.config``, which holds the same list) must not change the next test's.
+    config: dict[str, Any]
     #: The folder as the build left it (SQLite: the database file included).
     image: FolderImage | None = None
     #: SQLite: the database file, relative to the folder (always replaced when put back).
@@ -129,7 +132,7 @@ class Workspace:
         """Build the tenant's app on a new folder and database, as for a new tenant."""
         n = next(self.count)
         folder = self.base / "tenants" / f"{unplaced.name}-{n}"
-        slot = Slot(unplaced)
+        slot = Slot(unplaced, config=copy_config(unplaced.config))
         if url.get_backend_name() == "sqlite":
             slot.database = _sqlite_file(url, unplaced)
             url = url.set(database=str(folder / slot.database))
@@ -156,6 +159,8 @@ class Workspace:
     def build(self, tenant: TenantConfig, create_schema: bool = False) -> Flask:
         """The tenant's app, built as the dispatcher builds it, refused (before any schema
         is created) if it could reach another database than the test's."""
+        # Its own copy of every value: app.config shares them with what the factory got.
+        tenant = dataclasses.replace(tenant, config=copy_config(tenant.config))
         app = build_app(tenant, create_schema=False)
         check_engines(app, tenant)
         if create_schema:  # after build_app, which disposes its engines: an in-memory
@@ -187,6 +192,8 @@ class Workspace:
             assert slot.state is not None
             if not (passed and slot.state.restore(slot.app)):
                 slot.app = slot.state = None  # a failed test's app is not trusted either
+        if dict(slot.tenant.config) != slot.config:
+            slot.tenant = dataclasses.replace(slot.tenant, config=copy_config(slot.config))
         try:
             if slot.snapshot is not None:
                 slot.snapshot.reset(slot.control)
