@@ -227,9 +227,10 @@ def bench(
     """Table rows for one backend and workload: one per side, then the ratios."""
     database = PG_URL if backend == "PostgreSQL" else None
     baseline_env = {}
+    baseline_database = f"bench_baseline_{os.getpid()}"  # another run may share the server
     if database:
-        postgres_database("bench_baseline", create=True)
-        baseline_env["BENCH_DATABASE"] = f"{database}/bench_baseline"
+        postgres_database(baseline_database, create=True)
+        baseline_env["BENCH_DATABASE"] = f"{database}/{baseline_database}"
     slug = f"{backend}-{workload}".replace(" ", "-")
     body = WORKLOADS[workload]
     sides: dict[str, tuple[Path, dict[str, str], Path]] = {
@@ -259,7 +260,7 @@ def bench(
                 ratios[side].append(medians[side] / medians["plugin"])
     finally:
         if database:
-            postgres_database("bench_baseline", create=False)
+            postgres_database(baseline_database, create=False)
     rows = []
     for side, runs in results.items():
         per_test, first, wall = zip(*runs, strict=True)

@@ -921,6 +921,32 @@ def test_fresh_app_marker_builds_an_app_for_that_test_alone(project: pytest.Pyte
     project.runpytest("--tenant", "acme").assert_outcomes(passed=4)
 
 
+def test_fresh_app_for_a_whole_suite(project: pytest.Pytester) -> None:
+    """The conftest.py recipe of docs/testing.md."""
+    project.makeconftest(
+        """
+        pytest_plugins = ["dispatcher.testing"]
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker("fresh_app")
+        """
+    )
+    project.makepyfile(
+        """
+        import pytest
+
+        apps = set()
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_app(app, n):
+            assert app not in apps
+            apps.add(app)
+        """
+    )
+    project.runpytest("--tenant", "acme").assert_outcomes(passed=3)
+
+
 def test_a_failed_tests_app_is_not_reused(project: pytest.Pytester) -> None:
     project.makepyfile(
         """

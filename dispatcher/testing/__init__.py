@@ -49,7 +49,8 @@ from .selection import (
 )
 from .workspace import Lease, Workspace
 
-#: Whether the test passed (set when its call is reported): a failed test's app is not reused.
+#: Whether the test passed or was skipped (set as its call is reported): a failed test's app
+#: is not reused.
 _PASSED = pytest.StashKey[bool]()
 
 # -- hooks --------------------------------------------------------------------------------------
@@ -108,7 +109,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        item.stash[_PASSED] = report.passed
+        # A skip is no failure; an expected failure (xfail) is one all the same.
+        skipped = report.skipped and not hasattr(report, "wasxfail")
+        item.stash[_PASSED] = report.passed or skipped
     return report
 
 
