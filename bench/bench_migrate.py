@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -88,19 +89,61 @@ def run_baseline(file: Path) -> float:
     return time.perf_counter() - started
 
 
+def instructions(command: list[str], root: Path) -> int:
+    """Instructions a command executes in user space (valgrind's callgrind): unlike its wall
+    time, the same however busy the machine is."""
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+        out = Path(folder) / "callgrind.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+        totals = [line for line in out.read_text().splitlines() if line.startswith("totals:")]
+        return int(totals[-1].split()[1])
+
+
+def instruction_rows(
+    work: Path, counts: tuple[int, int], labels: dict[str, str], other: Path | None
+) -> list[str]:
+    """One table row per side: instructions per tenant, (large - small) / difference."""
+    small, large = counts
+    files = {n: make_tenants(work / f"callgrind-{n}", n) for n in counts}
+    migrate = [sys.executable, "-m", "dispatcher", "migrate", "--all", "-f"]
+    sides = {
+        "baseline": ([sys.executable, __file__, "--baseline"], ROOT),
+        "jobs 1": (migrate, ROOT),
+    }
+    if other is not None:
+        sides["other"] = (migrate, other)
+    rows = []
+    for side, (command, root) in sides.items():
+        at = {n: instructions([*command, str(files[n])], root) for n in counts}
+        per_tenant = (at[large] - at[small]) / (large - small)
+        rows.append(f"| {labels[side]} | {per_tenant / 1000:,.0f}k |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--small", type=int, default=100, help="the smaller tenant count")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare-with", type=Path, help="another checkout, run as a side")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per tenant under valgrind (100 and 400 tenants)",
+    )
     parser.add_argument("--baseline", type=Path, help=argparse.SUPPRESS)  # the baseline's run
     args = parser.parse_args()
     if args.baseline:
         read_revisions(args.baseline)
         return
     small, large = args.small, args.tenants
-    sides = {
+    load = os.getloadavg()[0]
+    sides: dict[str, Callable[[Path], float]] = {
         "baseline": run_baseline,
         "jobs 1": lambda file: run_migrate(file, 1),
         "jobs 2": lambda file: run_migrate(file, 2),
@@ -110,21 +153,27 @@ def main() -> None:
         "jobs 1": "`migrate --all`",
         "jobs 2": "`migrate --all --jobs 2`",
     }
-    if args.compare_with:
-        other = args.compare_with.resolve()
+    other = args.compare_with.resolve() if args.compare_with else None
+    if other is not None:
         sides["other"] = lambda file: run_migrate(file, 1, other)
         labels["other"] = f"`migrate --all` from {other}"
+    counted = []
     totals: dict[str, list[float]] = {side: [] for side in sides}
     marginals: dict[str, list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="bench-migrate-") as work:
         files = {n: make_tenants(Path(work) / str(n), n) for n in (small, large)}
         for measure in sides.values():  # warm-up: first opens of new files, the page cache
             measure(files[small]), measure(files[large])
-        for _ in range(args.rounds):
-            for side, measure in sides.items():
-                at_small, at_large = measure(files[small]), measure(files[large])
+        names = list(sides)
+        for i in range(args.rounds):
+            # Each round starts with another side: a side runs after each of the others in
+            # turn (what ran just before it, an I/O-heavy side, shows in its figure).
+            for side in names[i % len(names) :] + names[: i % len(names)]:
+                at_small, at_large = sides[side](files[small]), sides[side](files[large])
                 totals[side].append(at_large)
                 marginals[side].append((at_large - at_small) / (large - small) * 1000)
+        if args.instructions:
+            counted = instruction_rows(Path(work), (100, 400), labels, other)
     rows = []
     for side, times in totals.items():
         ratios = [m / b for m, b in zip(marginals[side], marginals["baseline"], strict=True)]
@@ -140,7 +189,8 @@ def main() -> None:
             f"command for {large} tenants (process start, loading the file, every tenant). Per "
             f"tenant: the marginal cost, (time at {large} - time at {small}) / {large - small}, "
             f"so that start-up cancels out. Median (min-max) over {args.rounds} interleaved "
-            f"rounds. Machine: {machine()}. Anchor: django-tenants, 900 tenants in 12 minutes "
+            f"rounds. Machine: {machine()}, load average at the start and the end: {load:.1f}, "
+            f"{os.getloadavg()[0]:.1f}. Anchor: django-tenants, 900 tenants in 12 minutes "
             "(800 ms per tenant).",
             "",
             f"| what | total for {large}, s | per tenant, ms | vs baseline (per tenant) |",
@@ -152,6 +202,20 @@ def main() -> None:
             "the revision read with `sqlite3` (through an SQLAlchemy engine and Alembic it "
             "costs about 1.5 ms more per tenant). With `--jobs`, the tenants at head are told "
             "in the main process and no worker is started when none is behind.",
+            *(
+                [
+                    "",
+                    "Instructions per tenant in user space (valgrind's callgrind, the same "
+                    "however busy the machine is; system calls not counted), (at 400 tenants - "
+                    "at 100) / 300:",
+                    "",
+                    "| what | instructions per tenant |",
+                    "|---|---|",
+                    *counted,
+                ]
+                if counted
+                else []
+            ),
         ]
     )
     print(section)

@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--compare-with", type=Path, help="another checkout, run as a side")
     args = parser.parse_args()
     other = args.compare_with.resolve() if args.compare_with else None
+    load = os.getloadavg()[0]
     backends = [("SQLite", args.tests)]
     if postgres_available():
         backends.append(("PostgreSQL", args.pg_tests))
@@ -297,6 +298,7 @@ def main() -> None:
             factory.append(factory_ms(Path(work) / f"factory-{i}"))
     counts = ", ".join(f"{tests} tests per run on {backend}" for backend, tests in backends)
     compared = f" The other checkout: {other}." if other else ""
+    compared += f" Load average at the start and the end: {load:.1f}, {os.getloadavg()[0]:.1f}."
     section = "\n".join(
         [
             HEADING,
