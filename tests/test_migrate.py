@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from werkzeug.test import Client
@@ -181,3 +183,127 @@ def test_list_shows_revisions_holds_and_built_states(tenants_file: Path, tmp_pat
     assert rows["globex"].split()[-1] == "maintenance"
     assert "failed: its factory" in rows["initech"]
     assert "raised RuntimeError: bad" in rows["initech"]
+
+
+# -- tenants at head are not built ----------------------------------------------------------
+
+
+def log_builds(package: Path, log: Path) -> None:
+    """Make the copied app append a line to ``log`` each time its factory runs."""
+    init = package / "__init__.py"
+    source = init.read_text()
+    marker = "    app = Flask("
+    record = f"    with open({str(log)!r}, 'a') as log:\n        log.write('built\\n')\n"
+    init.write_text(source.replace(marker, record + marker, 1))
+
+
+def test_tenants_at_head_are_told_without_importing_or_building_their_app(
+    tenants_file: Path, tmp_path: Path, notes_copy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    log = tmp_path / "builds.log"
+    log_builds(tmp_path / "apps" / notes_copy, log)
+    for module in [m for m in sys.modules if m.split(".")[0] == notes_copy]:
+        monkeypatch.delitem(sys.modules, module)
+    for jobs in ("1", "2"):
+        code, output = run("-f", str(tenants_file), "migrate", "--all", "--jobs", jobs)
+        assert code == 0, output
+        assert output.count(f"{HEAD} -> {HEAD}") == 3, output
+        assert "3 tenant(s) in" in output and "3 up to date" in output
+    assert not log.exists()  # no factory ran
+    assert notes_copy not in sys.modules  # nor was the tenant package imported
+
+
+def test_only_the_tenants_behind_are_built(
+    tenants_file: Path, tmp_path: Path, notes_copy: str
+) -> None:
+    log = tmp_path / "builds.log"
+    log_builds(tmp_path / "apps" / notes_copy, log)
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    log.unlink()  # the three builds of the dispatcher's boot
+    with sqlite3.connect(tmp_path / "instance" / "globex" / "app.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    code, output = run("-f", str(tenants_file), "migrate", "--all", "--dry-run")
+    assert code == 0, output
+    assert f"globex  older -> {HEAD}" in output and "would upgrade" in output
+    assert output.count("up to date") == 2 + 1  # acme, initech, and the summary
+    assert log.read_text() == "built\n"  # globex alone
+    assert revision(tmp_path, "globex") == "older"  # a dry run changes nothing
+
+
+def test_a_tenant_whose_database_does_not_exist_yet_is_created_at_head(
+    tenants_file: Path, tmp_path: Path
+) -> None:
+    code, output = run("-f", str(tenants_file), "migrate", "acme")
+    assert code == 0, output
+    assert f"acme  (empty) -> {HEAD}" in output and "ok" in output
+    assert revision(tmp_path, "acme") == HEAD
+
+
+def test_migrations_kept_elsewhere_than_the_convention_are_found_by_building(
+    tenants_file: Path, tmp_path: Path, notes_copy: str
+) -> None:
+    """An app whose Migrate(directory=...) is not <package>/migrations/ still migrates: with
+    nothing at the conventional place, the dispatcher builds the app and asks it."""
+    package = tmp_path / "apps" / notes_copy
+    (package / "migrations").rename(package / "schema")
+    init = package / "__init__.py"
+    init.write_text(init.read_text().replace('with_name("migrations")', 'with_name("schema")'))
+    Dispatcher(load_tenants(tenants_file), watch=False)
+    (package / "schema" / "versions" / "0002_pinned.py").write_text(PINNED)
+    code, output = run("-f", str(tenants_file), "migrate", "--all")
+    assert code == 0, output
+    assert {revision(tmp_path, t) for t in ("acme", "globex", "initech")} == {"0002_pinned"}
+    code, output = run("-f", str(tenants_file), "migrate", "--all")
+    assert code == 0 and output.count("0002_pinned -> 0002_pinned") == 3, output
+
+
+def test_app_without_migrations(write_tenants: Callable[[str], Path]) -> None:
+    file = write_tenants(
+        """
+        version: 1
+        server_names: [localhost]
+        tenants:
+          acme: {path: /acme, app: tests.apps.echo}
+        """
+    )
+    code, output = run("-f", str(file), "migrate", "--all")
+    assert code == 0, output
+    assert "acme  (empty) -> (empty)" in output and "no migrations" in output
+
+
+def test_postgresql_tenants_at_head_and_behind(
+    notes_copy: str, write_tenants: Callable[[str], Path], tmp_path: Path, pg_prefix: str
+) -> None:
+    """The revision is read over a plain connection on PostgreSQL too; a tenant behind is
+    built and upgraded, a database that does not exist fails alone."""
+    file = write_tenants(
+        f"""
+        version: 1
+        server_names: [localhost]
+        defaults:
+          app: {notes_copy}
+          mount: path
+          database: postgresql://postgres@127.0.0.1:5432/{pg_prefix}{{name}}
+        tenants:
+          acme:
+          globex:
+          initech:
+        """
+    )
+    log = tmp_path / "builds.log"
+    log_builds(tmp_path / "apps" / notes_copy, log)
+    assert run("-f", str(file), "init-db", "acme", "globex")[0] == 0
+    (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
+        PINNED
+    )
+    assert run("-f", str(file), "migrate", "acme")[0] == 0
+    log.unlink()
+    code, output = run("-f", str(file), "migrate", "--all")
+    assert code == 1, output
+    assert "acme  0002_pinned -> 0002_pinned" in output and "up to date" in output
+    assert f"globex  {HEAD} -> 0002_pinned" in output
+    assert "initech" in output and "failed" in output  # its database was never created
+    assert log.read_text() == "built\n" * 2  # globex and initech, not acme
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname=f"{pg_prefix}globex") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002_pinned",)

@@ -8,6 +8,8 @@ second app ``shop.admin``), a tenants.yaml, and a root conftest.py that enables 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import flask_sqlalchemy  # noqa: F401
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import ROOT, postgres, snapshot
 
 with contextlib.suppress(ImportError):  # the same holds for psycopg's C extension
     import psycopg  # noqa: F401
@@ -50,13 +52,14 @@ def create_app(tenant_config):
 
     @app.post("/items")
     def add():
-        db.session.add(Item(text=request.form["text"]))
+        item = Item(text=request.form["text"])
+        db.session.add(item)
         db.session.commit()
-        return "", 201
+        return jsonify(id=item.id), 201
 
     @app.get("/items")
     def items():
-        return jsonify([i.text for i in db.session.scalars(db.select(Item))])
+        return jsonify([i.text for i in db.session.scalars(db.select(Item).order_by(Item.id))])
 
     @app.cli.command("hello")
     def hello():
@@ -66,8 +69,11 @@ def create_app(tenant_config):
 
 
 def init_db(app):
-    """Create the schema, and note it in $SCHEMA_LOG: tests count how often this runs."""
+    """Create the schema and the SEED_ITEMS rows, and note it in $SCHEMA_LOG: tests count
+    how often this runs."""
     db.create_all()
+    db.session.add_all([Item(text=text) for text in app.config.get("SEED_ITEMS", ())])
+    db.session.commit()
     if os.environ.get("SCHEMA_LOG"):
         with open(os.environ["SCHEMA_LOG"], "a") as f:
             f.write("built\\n")
@@ -567,28 +573,32 @@ def test_fresh(client, tenant, n):
 """
 
 
-def test_postgresql_tenant_gets_a_throwaway_database(project: pytest.Pytester) -> None:
-    """A copy of a template database per test, on the tenant's server; none left after."""
-    psycopg = pytest.importorskip("psycopg")  # in requirements.txt: never skipped in CI
-    write(project.path / "tenants.yaml", PG_TENANTS)
+def test_postgresql_tenant_gets_a_throwaway_database(
+    project: pytest.Pytester, pg_prefix: str
+) -> None:
+    """A throwaway database on the tenant's server, as a new tenant's for every test; none
+    left after the session, and the configured database never created."""
+    write(project.path / "tenants.yaml", PG_TENANTS.replace("pg_{name}", f"{pg_prefix}{{name}}"))
+    used = project.path / "used.txt"
     project.makepyfile(
         PG_TESTS
-        + """
-seen = set()
-
+        + f"""
 @pytest.mark.tenants("pg")
 @pytest.mark.parametrize("n", range(2))
 def test_database(tenant, n):
     prefix = "postgresql+psycopg://postgres@127.0.0.1:5432/dispatcher_test_"
-    assert tenant.database_uri.startswith(prefix)
-    assert tenant.database_uri not in seen
-    seen.add(tenant.database_uri)
+    assert tenant.database_uri.startswith(prefix)   # never the configured one
+    with open({str(used)!r}, "a") as f:
+        f.write(tenant.database_uri.rpartition("/")[2] + "\\n")
 """
     )
     project.runpytest().assert_outcomes(passed=6)
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres") as connection:
-        names = [row[0] for row in connection.execute("SELECT datname FROM pg_database")]
-    assert [n for n in names if n.startswith("dispatcher_test_") or n == "pg_pg"] == []
+    names = [*sorted(set(used.read_text().split())), f"{pg_prefix}pg"]
+    with postgres() as connection:
+        left = connection.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s)", [names]
+        ).fetchall()
+    assert left == []
 
 
 def test_postgresql_tenant_is_skipped_without_psycopg(project: pytest.Pytester) -> None:
@@ -606,3 +616,421 @@ def test_postgresql_tenant_is_skipped_without_psycopg(project: pytest.Pytester) 
             "pip install 'psycopg[[]binary[]]' to test it on a throwaway database"
         ]
     )
+
+
+# -- what a test leaves behind, no later test sees ----------------------------------------------
+
+
+def lite_and_pg(project: pytest.Pytester, prefix: str) -> None:
+    """One SQLite and one PostgreSQL tenant of the shop app, each seeded with one item."""
+    write(
+        project.path / "tenants.yaml",
+        f"""
+        version: 1
+        defaults: {{app: shop, config: {{SEED_ITEMS: [seed]}}}}
+        tenants:
+          lite: {{path: /lite}}
+          pg: {{path: /pg, database: "postgresql+psycopg://postgres@127.0.0.1:5432/{prefix}{{name}}"}}
+        """,
+    )
+
+
+LEFT_BEHIND = '''
+import os
+import sqlite3
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from shop import Item, db
+
+leaked = {}
+built = {}
+
+
+def items(client):
+    return client.get("/items").json
+
+
+def test_commits_rows_in_every_way(client, app):
+    assert items(client) == ["seed"]
+    client.post("/items", data={"text": "by a request"})
+    with app.app_context():
+        db.session.add(Item(text="by the session"))
+        db.session.commit()
+        with db.engine.begin() as connection:  # a connection of its own
+            connection.execute(text("INSERT INTO item (text) VALUES ('by the engine')"))
+    assert len(items(client)) == 4
+
+
+def test_sees_none_of_them(client):
+    assert items(client) == ["seed"]
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_ids_restart_as_in_a_new_tenant(client, n):
+    assert client.post("/items", data={"text": "a"}).json == {"id": 2}  # the seed is 1
+    assert client.post("/items", data={"text": "b"}).json == {"id": 3}
+
+
+def test_changes_and_deletes_the_seed_rows(app):
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(text("UPDATE item SET text = 'changed'"))
+        connection.execute(text("INSERT INTO item (text) VALUES ('more')"))
+        connection.execute(text("DELETE FROM item WHERE id = 1"))
+
+
+def test_finds_the_seed_rows_as_built(client):
+    assert items(client) == ["seed"]
+
+
+def test_changes_the_config(app):
+    app.config["GREETING"] = "changed"
+    app.config["NEW_KEY"] = 1
+    app.config["SEED_ITEMS"].append("appended in place")
+    del app.config["TESTING"]
+
+
+def test_finds_the_config_as_built(app, client):
+    assert client.get("/").json["greeting"] == "hello"
+    assert "NEW_KEY" not in app.config
+    assert app.config["SEED_ITEMS"] == ["seed"] and app.testing
+
+
+def test_adds_a_route(app, client):
+    # As on a new app, though earlier tests made requests to the tenant's app.
+    app.add_url_rule("/extra", "extra", lambda: "extra")
+    assert client.get("/extra").data == b"extra"
+
+
+def test_does_not_have_that_route(client):
+    assert client.get("/extra").status_code == 404
+
+
+def test_leaves_a_connection_open_in_a_transaction(tenant):
+    """A driver connection of its own, a write committed, then locks held and never let go."""
+    if tenant.name == "lite":
+        connection = sqlite3.connect(tenant.database_uri.removeprefix("sqlite:///"))
+        connection.execute("INSERT INTO item (text) VALUES ('raw')")
+        connection.commit()
+        connection.execute("BEGIN IMMEDIATE")  # the write lock
+    else:
+        connection = psycopg.connect(tenant.database_uri.replace("+psycopg", ""))
+        connection.execute("INSERT INTO item (text) VALUES ('raw')")
+        connection.commit()
+        connection.execute("LOCK TABLE item IN ACCESS EXCLUSIVE MODE")
+    connection.execute("INSERT INTO item (text) VALUES ('uncommitted')")
+    leaked[tenant.name] = connection
+
+
+def test_is_neither_blocked_nor_reached_by_it(client, tenant):
+    assert items(client) == ["seed"]
+    assert client.post("/items", data={"text": "mine"}).status_code == 201  # not locked out
+    connection = leaked.pop(tenant.name)
+    try:  # SQLite: it writes into the file the last test had; PostgreSQL: it was closed
+        connection.execute("INSERT INTO item (text) VALUES ('late')")
+        connection.commit()
+    except (sqlite3.Error, psycopg.Error):
+        pass
+    finally:
+        connection.close()
+    assert items(client) == ["seed", "mine"]
+
+
+def test_fails_in_the_middle_of_a_transaction(app):
+    with app.app_context():
+        db.session.add(Item(text="never committed"))
+        db.session.flush()
+        raise RuntimeError("the test fails here")
+
+
+def test_after_a_failure(client):
+    assert items(client) == ["seed"]
+    assert client.post("/items", data={"text": "x"}).json == {"id": 2}
+
+
+def test_changes_the_schema(app):
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE item ADD COLUMN extra INTEGER"))
+        connection.execute(text("CREATE TABLE other (id INTEGER PRIMARY KEY)"))
+
+
+def test_finds_the_schema_as_built(app, client):
+    with app.app_context(), db.engine.connect() as connection:
+        columns = connection.execute(text("SELECT * FROM item")).keys()
+        assert list(columns) == ["id", "text"]
+    assert items(client) == ["seed"]
+
+
+def test_writes_into_the_instance_folder(tenant):
+    folder = tenant.instance_path
+    with open(os.path.join(folder, "secret_key")) as f:
+        built[tenant.name] = (sorted(os.listdir(folder)), f.read())
+    os.makedirs(os.path.join(folder, "uploads"))
+    with open(os.path.join(folder, "uploads", "a.txt"), "w") as f:
+        f.write("upload")
+    with open(os.path.join(folder, "secret_key"), "w") as f:
+        f.write("x" * 64)
+
+
+def test_finds_the_instance_folder_as_built(tenant):
+    folder = tenant.instance_path
+    with open(os.path.join(folder, "secret_key")) as f:
+        assert (sorted(os.listdir(folder)), f.read()) == built[tenant.name]
+'''
+
+
+def test_nothing_a_test_leaves_behind_reaches_the_next(
+    project: pytest.Pytester, pg_prefix: str
+) -> None:
+    """Rows committed in any way, sequences, seed rows, the config, routes, connections left
+    open with locks held, a failure mid-transaction, a schema change, instance files: on
+    SQLite and PostgreSQL alike, the next test finds the tenant as a new tenant's."""
+    lite_and_pg(project, pg_prefix)
+    project.makepyfile(test_left_behind=LEFT_BEHIND)
+    result = project.runpytest()
+    result.assert_outcomes(passed=2 * 17, failed=2)
+    result.stdout.fnmatch_lines(["FAILED *::test_fails_in_the_middle_of_a_transaction[[]lite[]]*"])
+    with postgres() as connection:  # the configured database is never touched
+        assert not connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [f"{pg_prefix}pg"]
+        ).fetchone()
+
+
+def test_each_check_passes_alone(project: pytest.Pytester, pg_prefix: str) -> None:
+    """The tests that check a fresh state pass with nothing before them too."""
+    lite_and_pg(project, pg_prefix)
+    project.makepyfile(test_left_behind=LEFT_BEHIND)
+    for name, tests in [
+        ("test_sees_none_of_them", 2),
+        ("test_ids_restart_as_in_a_new_tenant", 4),
+        ("test_finds_the_seed_rows_as_built", 2),
+        ("test_does_not_have_that_route", 2),
+        ("test_after_a_failure", 2),
+    ]:
+        project.runpytest("-k", name).assert_outcomes(passed=tests)
+
+
+# -- a test's app reaches its throwaway database only --------------------------------------------
+
+ROGUE = '''
+from shop import create_app as shop_app
+
+
+def create_app(tenant_config):
+    """Ignores the database it is given: a test must never run on this one."""
+    app = shop_app(tenant_config)
+    app.config["SQLALCHEMY_BINDS"] = {}
+    app.extensions.pop("sqlalchemy")
+    from shop import db
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///{real}"
+    db.init_app(app)
+    return app
+'''
+
+
+@pytest.mark.parametrize(
+    "how", ["defaults-config", "tenant-config", "app-config", "binds", "factory"]
+)
+def test_an_app_that_could_reach_a_real_database_fails_its_tests(
+    project: pytest.Pytester, tmp_path: Path, how: str
+) -> None:
+    """Whether the database comes from the tenants file's config, the app_config fixture or
+    the factory itself, the test fails naming why, and the real database is never created."""
+    real = tmp_path / "real" / "production.db"
+    real.parent.mkdir()
+    uri = f"sqlite:///{real}"
+    config = {
+        "defaults-config": ("defaults: {app: shop, config: {SQLALCHEMY_DATABASE_URI: '%s'}}", ""),
+        "tenant-config": ("defaults: {app: shop}", "config: {SQLALCHEMY_DATABASE_URI: '%s'}"),
+        "app-config": ("defaults: {app: shop}", ""),
+        "binds": ("defaults: {app: shop}", ""),
+        "factory": ("defaults: {app: shop.rogue}", ""),
+    }[how]
+    defaults, extra = (part.replace("%s", uri) for part in config)
+    write(
+        project.path / "tenants.yaml",
+        f"version: 1\n{defaults}\ntenants:\n  acme: {{path: /acme, {extra}}}\n".replace(", }", "}"),
+    )
+    (project.path / "shop" / "rogue.py").write_text(ROGUE.replace("{real}", str(real)))
+    app_config = {
+        "app-config": {"SQLALCHEMY_DATABASE_URI": uri},
+        "binds": {"SQLALCHEMY_BINDS": {"audit": uri}},
+    }.get(how, {})
+    project.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.fixture
+        def app_config():
+            return {app_config!r}
+
+        def test_write(client):
+            client.post("/items", data={{"text": "must not reach production.db"}})
+
+        def test_tenant_only(tenant):
+            pass
+        """
+    )
+    result = project.runpytest()
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret != pytest.ExitCode.OK
+    assert "passed" not in output.splitlines()[-1]
+    key = "SQLALCHEMY_BINDS" if how == "binds" else "SQLALCHEMY_DATABASE_URI"
+    if how == "factory":
+        result.stdout.fnmatch_lines(
+            ["*IsolationError*: its app uses the SQLite file *production.db, not the tenant's own*"]
+        )
+    else:
+        assert key in output
+    assert not real.exists()  # nothing was written, not even an empty file
+
+
+# -- reuse, and opting out ----------------------------------------------------------------------
+
+
+def test_fresh_app_marker_builds_an_app_for_that_test_alone(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        apps = []
+
+        def test_first(app):
+            apps.append(app)
+
+        def test_reused(app, tenant):
+            assert app is apps[0] and app.extensions["dispatcher"] == tenant
+
+        @pytest.mark.fresh_app
+        def test_fresh(app, client, tenant):
+            assert app is not apps[0]
+            assert app.extensions["dispatcher"] == tenant
+            assert client.get("/items").json == []   # on the same throwaway database
+            client.post("/items", data={"text": "x"})
+
+        def test_reused_again(app, client):
+            assert app is apps[0]
+            assert client.get("/items").json == []
+        """
+    )
+    project.runpytest("--tenant", "acme").assert_outcomes(passed=4)
+
+
+def test_fresh_app_for_a_whole_suite(project: pytest.Pytester) -> None:
+    """The conftest.py recipe of docs/testing.md."""
+    project.makeconftest(
+        """
+        pytest_plugins = ["dispatcher.testing"]
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker("fresh_app")
+        """
+    )
+    project.makepyfile(
+        """
+        import pytest
+
+        apps = set()
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_app(app, n):
+            assert app not in apps
+            apps.add(app)
+        """
+    )
+    project.runpytest("--tenant", "acme").assert_outcomes(passed=3)
+
+
+def test_a_failed_tests_app_is_not_reused(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        apps = []
+
+        def test_fails(app):
+            apps.append(app)
+            assert False
+
+        def test_next(app, client):
+            assert app is not apps[0]
+            assert client.get("/").json["tenant"] == "acme"
+        """
+    )
+    project.runpytest("--tenant", "acme").assert_outcomes(passed=1, failed=1)
+
+
+# -- PostgreSQL: two sessions at once -----------------------------------------------------------
+
+PARALLEL_CONFTEST = '''
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["dispatcher.testing"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def meet_the_other_session():
+    """Both sessions hold their databases at the same time: each waits for the other."""
+    here, there = Path(os.environ["ME"]), Path(os.environ["OTHER"])
+    here.write_text("ready")
+    deadline = time.monotonic() + 60
+    while not there.exists():
+        assert time.monotonic() < deadline, "the other session never started"
+        time.sleep(0.05)
+'''
+
+PARALLEL_TESTS = """
+import os
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(15))
+def test_own_rows_only(client, tenant, n):
+    me = os.environ["ME"]
+    with open(me + ".databases", "a") as f:
+        f.write(tenant.database_uri.rpartition("/")[2] + "\\n")
+    session = os.path.basename(me)
+    assert client.get("/items").json == []
+    assert client.post("/items", data={"text": session}).json == {"id": 1}
+    assert client.get("/items").json == [session]
+"""
+
+
+def test_two_sessions_at_once_on_one_server_never_collide(
+    project: pytest.Pytester, pg_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(
+        project.path / "tenants.yaml",
+        f"""
+        version: 1
+        tenants:
+          pg: {{path: /pg, app: shop, database: "postgresql+psycopg://postgres@127.0.0.1:5432/{pg_prefix}pg"}}
+        """,
+    )
+    project.makeconftest(PARALLEL_CONFTEST)
+    project.makepyfile(test_parallel=PARALLEL_TESTS)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    runs = []
+    for me, other in (("a", "b"), ("b", "a")):
+        monkeypatch.setenv("ME", str(project.path / me))
+        monkeypatch.setenv("OTHER", str(project.path / other))
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        runs.append(project.popen(command, stdin=subprocess.DEVNULL))
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, out.decode() + err.decode()
+        assert b"15 passed" in out
+    used = {me: set((project.path / f"{me}.databases").read_text().split()) for me in ("a", "b")}
+    assert used["a"] and used["b"] and not used["a"] & used["b"]
+    with postgres() as connection:
+        left = connection.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+            [sorted(used["a"] | used["b"])],
+        ).fetchall()
+    assert left == []  # each session dropped its own

@@ -10,33 +10,34 @@ and database (never the real ``instance/``)::
     def test_home(client):                  # test_home[acme], test_home[globex], ...
         assert client.get("/").status_code == 200
 
-Each tenant's schema is built once per session into a template (a SQLite file, or a
-PostgreSQL database copied with ``CREATE DATABASE ... TEMPLATE``); a test gets a copy, so a
-fresh database costs a file copy rather than a ``create_all()``. docs/testing.md has the rest:
-selecting tenants (``--tenant``, the ``tenants``/``tenant_app`` markers), ``app_config``, CI.
+Each tenant's app is built once per session (per ``app_config``) on a folder and database of
+its own, as for a new tenant, and reused: after every test the app's config, the folder and
+the database are put back as built (a SQLite file copy; on PostgreSQL, tables emptied and
+reseeded, sequences restarted), and what cannot be put back is built anew. docs/testing.md
+has the rest: selecting tenants (``--tenant``, the markers), ``app_config``, what isolation
+costs, CI.
 
 This module is the plugin pytest loads: its hooks and fixtures are defined here, where pytest
-looks for them. The work behind them is in :mod:`.selection` (which tenants a test runs for)
-and :mod:`.databases` (their temporary folders and databases); neither is a public interface.
+looks for them. The work behind them is in :mod:`.selection` (which tenants a test runs for),
+:mod:`.workspace` (their folders, databases and apps), :mod:`.reuse` and :mod:`.postgres`
+(putting those back after a test); none is a public interface.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.test import Client
 
-from ..build import build_app
-from ..database import create_new_schema
+from ..database import dispose_engines
+from ..errors import IsolationError
 from ..routing import Dispatcher
 from ..tenant import TenantConfig
-from .databases import Workspace, dispose
 from .selection import (
     MARKERS,
     STATE,
@@ -46,6 +47,11 @@ from .selection import (
     tenant_param,
     tenants_file,
 )
+from .workspace import Lease, Workspace
+
+#: Whether the test passed or was skipped (set as its call is reported): a failed test's app
+#: is not reused.
+_PASSED = pytest.StashKey[bool]()
 
 # -- hooks --------------------------------------------------------------------------------------
 
@@ -97,6 +103,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("tenant", [UNSELECTED], indirect=True, ids=["unselected"])
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        # A skip is no failure; an expected failure (xfail) is one all the same.
+        skipped = report.skipped and not hasattr(report, "wasxfail")
+        item.stash[_PASSED] = report.passed or skipped
+    return report
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Raised here, after collection, rather than where found: an exception during collection
@@ -123,7 +141,7 @@ def app_config() -> dict[str, Any]:
 def tenant(
     request: pytest.FixtureRequest, app_config: dict[str, Any], _dispatcher_tenants: Workspace
 ) -> Iterator[TenantConfig]:
-    """The tenant this test runs for, on a fresh temporary instance folder and database."""
+    """The tenant this test runs for, on an instance folder and database as a new tenant's."""
     name = getattr(request, "param", None)
     if name is UNSELECTED:
         pytest.skip("no tenant selected")
@@ -133,22 +151,22 @@ def tenant(
             "client, runner) as a test argument rather than with request.getfixturevalue()",
             pytrace=False,
         )
-    fresh = _dispatcher_tenants.fresh(name, app_config, _dispatcher_tenants.test_root(request))
-    yield fresh
-    _dispatcher_tenants.release(fresh)
+    lease = _lease(request, _dispatcher_tenants, name, app_config)
+    request.node.stash[_LEASE] = lease
+    yield lease.tenant
+    _dispatcher_tenants.release(lease, passed=request.node.stash.get(_PASSED, False))
 
 
 @pytest.fixture
-def app(tenant: TenantConfig, _dispatcher_tenants: Workspace) -> Iterator[Flask]:
+def app(
+    request: pytest.FixtureRequest, tenant: TenantConfig, _dispatcher_tenants: Workspace
+) -> Flask:
     """The tenant's Flask app, built and isolated as the dispatcher builds it, TESTING on."""
-    flask_app = build_app(tenant, create_schema=False)
-    if not _dispatcher_tenants.has_schema(tenant):
-        # Created after build_app, which disposes its engines once the schema exists: an
-        # in-memory SQLite database would vanish with its connection.
-        create_new_schema(flask_app, importlib.import_module(tenant.module))
-    flask_app.config["TESTING"] = tenant.config.get("TESTING", True)
-    yield flask_app
-    dispose(flask_app)
+    try:
+        return _dispatcher_tenants.app(request.node.stash[_LEASE])
+    except IsolationError as e:
+        refused = e
+    _refuse(refused)
 
 
 @pytest.fixture
@@ -172,14 +190,14 @@ def dispatcher_client(
     # In a per-tenant test, that tenant is the test's own (same folder and database as `app`).
     own = request.getfixturevalue("tenant") if "tenant" in request.fixturenames else None
     root = workspace.test_root(request)
-    placed: list[TenantConfig] = []
+    leases: list[Lease] = []
     tenants = []
     for unplaced in workspace.tenant_set.tenants:
         if own is not None and unplaced.name == own.name:
             tenants.append(own)
         elif unplaced.enabled and unplaced.maintenance is None:
-            placed.append(workspace.fresh(unplaced.name, app_config, root))
-            tenants.append(placed[-1])
+            leases.append(_lease(request, workspace, unplaced.name, app_config))
+            tenants.append(leases[-1].tenant)
         else:  # never built: moved off the real instance/ all the same
             tenants.append(dataclasses.replace(unplaced, instance_path=str(root / unplaced.name)))
     tenant_set = dataclasses.replace(
@@ -190,9 +208,10 @@ def dispatcher_client(
     yield Client(dispatcher)
     for handle in dispatcher.tenants.values():
         if handle.app is not None:
-            dispose(handle.app)
-    for fresh in placed:
-        workspace.release(fresh)
+            dispose_engines(handle.app)
+    passed = request.node.stash.get(_PASSED, False)
+    for lease in leases:
+        workspace.release(lease, passed)
 
 
 @pytest.fixture(scope="session")
@@ -206,3 +225,26 @@ def _dispatcher_tenants(
     workspace = Workspace(tenant_set, tmp_path_factory.mktemp("dispatcher"))
     yield workspace
     workspace.close()
+
+
+#: The test's lease of its own tenant, shared by the ``tenant`` and ``app`` fixtures.
+_LEASE = pytest.StashKey[Lease]()
+
+
+def _lease(
+    request: pytest.FixtureRequest, workspace: Workspace, name: str, app_config: dict[str, Any]
+) -> Lease:
+    """Tenant ``name`` for this test; a configuration that could reach another database than
+    the test's throwaway one fails the test, naming the reason."""
+    fresh_app = request.node.get_closest_marker("fresh_app") is not None
+    try:
+        return workspace.lease(name, app_config, request, fresh_app)
+    except IsolationError as e:
+        refused = e
+    _refuse(refused)
+
+
+def _refuse(error: IsolationError) -> NoReturn:
+    """Fail the test with the reason alone (raised outside the ``except``, so that pytest
+    does not show the same message twice, chained)."""
+    pytest.fail(f"dispatcher.testing: IsolationError: {error}", pytrace=False)

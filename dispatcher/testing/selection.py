@@ -35,6 +35,8 @@ MARKERS = {
     "tenants": "tenants(*names): run this test only for the named tenants (dispatcher.testing)",
     "tenant_app": "tenant_app(*import_paths): run this test only for the tenants whose app is "
     "one of these ('package.module' or 'package.module:factory') (dispatcher.testing)",
+    "fresh_app": "fresh_app: give this test a newly built app rather than the tenant's reused "
+    "one, for apps that keep state in memory (caches, rate limits) (dispatcher.testing)",
 }
 
 
