@@ -37,10 +37,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from .build import build_app
-from .database import app_engines, dispose_engines, migrations_folder, upgrade_to_head
+from .build import built_app
+from .database import app_engines, migrations_folder, upgrade_to_head
 from .holds import held
-from .logs import current_tenant
 from .rules import absolute_sqlite, find_spec_without_import
 from .spec import TenantSet
 from .tenant import TenantConfig
@@ -184,11 +183,9 @@ def _migrate_built(
     tenant_set: TenantSet, tenant: TenantConfig, dry_run: bool, started: float
 ) -> Result:
     """The tenant's app built, its own migrations folder asked, and upgraded if behind."""
-    token = current_tenant.set(tenant.name)
     before = None
     try:
-        app = build_app(tenant, create_schema=False)
-        try:
+        with built_app(tenant, create_schema=False) as app:
             folder = migrations_folder(app)
             if folder is None:
                 return Result(tenant.name, status="no migrations")
@@ -200,17 +197,18 @@ def _migrate_built(
                 status, after = "would upgrade", head
             else:
                 with held(tenant_set, tenant.name, "migrating"):
-                    upgrade_to_head(app)
-                status, after = "ok", current_revision(app)
-        finally:
-            dispose_engines(app)
+                    # Read again under the hold: another node's migrate may have held the
+                    # tenant first (it waited for that one) and upgraded it meanwhile.
+                    before = current_revision(app)
+                    if before != head:
+                        upgrade_to_head(app)
+                after = current_revision(app)
+                status = "ok" if after != before else "up to date"
         return Result(tenant.name, before, after, time.perf_counter() - started, status)
     except Exception as e:
         elapsed = time.perf_counter() - started
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return Result(tenant.name, before, None, elapsed, "failed", reason)
-    finally:
-        current_tenant.reset(token)
 
 
 def migrate_tenants(
