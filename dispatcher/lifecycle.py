@@ -65,9 +65,6 @@ class Restored:
     replaced: Taken | None = None
     #: (archived revision, head) when the schema was upgraded after the restore.
     upgraded: tuple[str, str] | None = None
-    #: ``secret_key``/``config.py`` when the restore changed them: running workers keep the
-    #: values they built the app with until they rebuild it.
-    reload: tuple[str, ...] = ()
 
 
 def restore(
@@ -116,7 +113,6 @@ def _restore(
                 say(f"{target.name} has data ({reason}); backing it up first")
                 replaced = backup_tenant(target, backups, label="before-restore")
                 say(f"what the restore replaces is kept in {replaced.path}")
-            reload = files.own_changed()
             try:
                 files.swap(os.path.join(folder, "replaced"))
                 try:
@@ -138,7 +134,7 @@ def _restore(
                     f"archive's {manifest.tables}"
                 )
             upgraded = _upgrade(target, manifest.revision, migrations)
-    return Restored(target.name, tables, replaced, upgraded, reload)
+    return Restored(target.name, tables, replaced, upgraded)
 
 
 def clone(

@@ -111,18 +111,6 @@ class InstanceFiles:
                 changed.append(name)
         return changed
 
-    def own_changed(self) -> tuple[str, ...]:
-        """Which of ``secret_key`` and ``config.py`` the restore adds, changes or removes."""
-        changed = []
-        for name in OWN_FILES:
-            live = self._live(name) if name in self.live else None
-            incoming = self.incoming.get(name)
-            if live is None and incoming is None:
-                continue
-            if live is None or incoming is None or sha256_of(live) != sha256_of(incoming):
-                changed.append(name)
-        return tuple(changed)
-
     def swap(self, trash: str) -> None:
         self.trash = trash
         try:

@@ -114,11 +114,6 @@ def restore(ctx: click.Context, archive: str, as_name: str | None, force: bool) 
     _print_rows(done.tables)
     if done.upgraded:
         click.echo(f"Schema upgraded from {done.upgraded[0]} to {done.upgraded[1]}.")
-    if done.reload:
-        click.echo(
-            f"{', '.join(done.reload)} changed: running workers use them once they rebuild "
-            "the app; reload uWSGI gracefully (touch the reload file) to do it now."
-        )
 
 
 @click.command()
