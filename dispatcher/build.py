@@ -4,7 +4,9 @@
 of :mod:`dispatcher.isolation` and creates the schema of a new database. :class:`TenantApp` is
 what the routing table holds for a tenant: it builds the app at boot or on the first request
 (``lazy``), answers 503 while the tenant is in maintenance or its build failed (retried at most
-every :data:`RETRY_SECONDS`), and runs each request in the tenant's logging context::
+every :data:`RETRY_SECONDS`), runs each request in the tenant's logging context, counts the
+requests in flight until each response is closed (refusing those beyond the tenant's limit,
+:mod:`dispatcher.limits`) and reports each to :mod:`dispatcher.metrics`::
 
     handle = TenantApp(tenant_config)
     handle.build()                       # at boot, for eager tenants
@@ -19,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -39,11 +42,17 @@ from .isolation import (
     isolate_session_cookie,
     make_instance_folder,
 )
+from .limits import RETRY_AFTER, concurrency_limit, worker_threads
 from .logs import current_tenant, tenant_context, use_dispatcher_logging
+from .metrics import NullMetrics
 from .tenant import TenantConfig
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .metrics import Metrics
 
 log = logging.getLogger("dispatcher")
 
@@ -106,6 +115,7 @@ class TenantApp:
         self,
         tenant: TenantConfig,
         builder: Callable[[TenantConfig], Flask] = build_app,
+        metrics: Metrics | NullMetrics | None = None,
     ) -> None:
         self.tenant = tenant
         self.name = tenant.name
@@ -114,6 +124,12 @@ class TenantApp:
         self.error: str | None = None
         self._failed_at: float | None = None
         self._lock = threading.Lock()
+        self.metrics = metrics or NullMetrics()
+        #: At most this many requests in flight in this worker; ``None``: no limit.
+        self.limit = concurrency_limit(tenant.max_concurrent, worker_threads())
+        #: Requests admitted and not yet closed (changed only under ``_flight_lock``).
+        self.in_flight = 0
+        self._flight_lock = threading.Lock()
 
     @property
     def state(self) -> str:
@@ -139,6 +155,7 @@ class TenantApp:
             if self._failed_at is not None and now - self._failed_at < RETRY_SECONDS:
                 return None
             token = current_tenant.set(self.name)
+            started = perf_counter()
             try:
                 self.app = self.builder(self.tenant)
             except BuildError as e:  # our own refusal: the reason says it all
@@ -152,6 +169,7 @@ class TenantApp:
                 log.debug("tenant '%s' built", self.name)
             finally:
                 current_tenant.reset(token)
+                self.metrics.build(self.name, self.app is not None, perf_counter() - started)
         return self.app
 
     def close(self) -> None:
@@ -164,12 +182,84 @@ class TenantApp:
                 engine.dispose()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        app = self.app or self.build()
-        if app is None:
-            retry_after = self.tenant.maintenance or int(RETRY_SECONDS)
-            return ServiceUnavailable(retry_after=retry_after)(environ, start_response)
-        token = current_tenant.set(self.name)
+        started = perf_counter()
+        with self._flight_lock:
+            admitted = self.limit is None or self.in_flight < self.limit
+            if admitted:
+                self.in_flight += 1
+        if not admitted:
+            return self._refuse(environ, start_response, started)
+        # Counted before the app is looked at: an evictable tenant is never dropped while a
+        # request is about to use it (see dispatcher.eviction).
+        exchange = _Exchange(self, start_response, started)
         try:
-            return app(environ, start_response)
+            app = self.app or self.build()
+            if app is None:
+                retry_after = self.tenant.maintenance or int(RETRY_SECONDS)
+                exchange.body = ServiceUnavailable(retry_after=retry_after)(
+                    environ, exchange.start_response
+                )
+            else:
+                token = current_tenant.set(self.name)
+                try:
+                    exchange.body = app(environ, exchange.start_response)
+                finally:
+                    current_tenant.reset(token)
+        except BaseException:
+            exchange.status = "500"  # the server answers 500 for an app that raised
+            exchange.close()
+            raise
+        return exchange
+
+    def _refuse(
+        self, environ: WSGIEnvironment, start_response: StartResponse, started: float
+    ) -> Iterable[bytes]:
+        """503 at once: the tenant already has ``limit`` requests in flight in this worker."""
+        self.metrics.rejected(self.name, "concurrency")
+        self.metrics.observe(self.name, 503, perf_counter() - started)
+        refusal = ServiceUnavailable(
+            description="Too many requests to this site are in progress; try again shortly.",
+            retry_after=RETRY_AFTER,
+        )
+        return refusal(environ, start_response)
+
+    def _finished(self, exchange: _Exchange) -> None:
+        with self._flight_lock:
+            self.in_flight -= 1
+        self.metrics.observe(self.name, exchange.status, perf_counter() - exchange.started)
+
+
+class _Exchange:
+    """One admitted request: records its status on the way out, and when the server closes
+    the response (streamed to the end or not), ends it: in flight - 1, one observation."""
+
+    __slots__ = ("_start_response", "body", "handle", "started", "status")
+
+    def __init__(self, handle: TenantApp, start_response: StartResponse, started: float) -> None:
+        self.handle = handle
+        self._start_response = start_response
+        self.started = started
+        self.status = "500"  # until the app says otherwise: a response never started failed
+        self.body: Iterable[bytes] = ()
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: tuple[type[BaseException], BaseException, TracebackType]
+        | tuple[None, None, None]
+        | None = None,
+    ) -> Callable[[bytes], object]:
+        self.status = status
+        return self._start_response(status, headers, exc_info)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
         finally:
-            current_tenant.reset(token)
+            self.handle._finished(self)

@@ -1,8 +1,9 @@
 """Idle eviction of lazy tenants: memory grows with the tenants in use, not the tenants that exist.
 
 With ``idle_timeout`` and/or ``max_live_apps`` at the top of tenants.yaml, each lazy tenant's
-handle is an :class:`EvictableTenantApp`: it counts the requests in flight (until the response
-is closed, so a streaming response counts too) and when it was last used. :class:`LiveApps`
+handle is an :class:`EvictableTenantApp`: it knows its requests in flight (counted by
+:class:`~dispatcher.build.TenantApp` until the response is closed, so a streaming response
+counts too) and when it was last used. :class:`LiveApps`
 drops apps idle longer than ``idle_timeout`` (on the dispatcher's once-a-second tick) and, past
 ``max_live_apps`` built apps, the least recently used ones (when another is built). A tenant
 with a request in flight is never evicted; an evicted tenant is rebuilt on its next request::
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from flask import Flask
-from werkzeug.wsgi import ClosingIterator
 
 from .build import TenantApp
 from .database import app_engines
@@ -28,6 +28,8 @@ from .tenant import TenantConfig
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .metrics import Metrics, NullMetrics
 
 log = logging.getLogger("dispatcher")
 
@@ -85,13 +87,15 @@ class EvictableTenantApp(TenantApp):
     """A lazy tenant's handle that knows when it is in use, so it can be evicted safely."""
 
     def __init__(
-        self, tenant: TenantConfig, builder: Callable[[TenantConfig], Flask], live: LiveApps
+        self,
+        tenant: TenantConfig,
+        builder: Callable[[TenantConfig], Flask],
+        live: LiveApps,
+        metrics: Metrics | NullMetrics | None = None,
     ) -> None:
-        super().__init__(tenant, builder)
+        super().__init__(tenant, builder, metrics)
         self.live = live
-        self.in_flight = 0
         self.last_used = time.monotonic()
-        self._count_lock = threading.Lock()
 
     def build(self) -> Flask | None:
         fresh = self.app is None
@@ -102,7 +106,7 @@ class EvictableTenantApp(TenantApp):
 
     def evict(self, idle_since: float | None) -> bool:
         """Drop the app unless a request is in flight or it was used after ``idle_since``."""
-        with self._count_lock:
+        with self._flight_lock:  # TenantApp counts a request in flight before it uses the app
             app = self.app
             if app is None or self.in_flight:
                 return False
@@ -114,16 +118,5 @@ class EvictableTenantApp(TenantApp):
         return True
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        with self._count_lock:
-            self.in_flight += 1
-            self.last_used = time.monotonic()
-        try:
-            body = super().__call__(environ, start_response)
-        except BaseException:
-            self._finished()
-            raise
-        return ClosingIterator(body, self._finished)
-
-    def _finished(self) -> None:
-        with self._count_lock:
-            self.in_flight -= 1
+        self.last_used = time.monotonic()
+        return super().__call__(environ, start_response)

@@ -224,9 +224,11 @@ class Reloader:
                 self.file,
                 e,
             )
+            self.dispatcher.metrics.reload(False, time.perf_counter() - started)
             return False
         changes = compare(running, tenant_set)
         self.dispatcher.swap(tenant_set)
-        elapsed = (time.perf_counter() - started) * 1000
-        log.info("reloaded %s in %.0f ms: %s", self.file, elapsed, changes)
+        elapsed = time.perf_counter() - started
+        self.dispatcher.metrics.reload(True, elapsed)
+        log.info("reloaded %s in %.0f ms: %s", self.file, elapsed * 1000, changes)
         return True

@@ -5,7 +5,7 @@ trailing dot removed); path mounts go through werkzeug's ``DispatcherMiddleware`
 ``SCRIPT_NAME``/``PATH_INFO`` so ``url_for``, redirects and static files work under the prefix.
 Both cost the same at 10 or 10,000 tenants. Anything unknown gets a plain 404 that names no
 tenant; a malformed host or a ``..`` segment gets 400; ``/_dispatcher/health`` is answered on
-every host::
+every host, ``/_dispatcher/metrics`` only to the clients ``metrics: {allow: ...}`` lets in::
 
     dispatcher = Dispatcher(load_tenants("tenants.yaml"))
     # uWSGI: application = dispatcher; edits to tenants.yaml are picked up live
@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterable
 from functools import lru_cache
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -31,6 +32,8 @@ from .build import TenantApp, build_app
 from .errors import BuildError
 from .eviction import EvictableTenantApp, LiveApps
 from .logs import install_record_factory
+from .metrics import Flusher, Metrics, process_metrics
+from .metrics_access import allowed
 from .reload import Reloader, record_running
 from .rules import RESERVED_PREFIX
 from .spec import TenantSet
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dispatcher")
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
+METRICS_PATH = f"{RESERVED_PREFIX}/metrics"
 _RESERVED_FOLDER = RESERVED_PREFIX + "/"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
@@ -56,10 +60,12 @@ class Routes:
         tenant_set: TenantSet,
         tenants: dict[str, TenantApp],
         held: frozenset[str] = frozenset(),
+        metrics: Metrics | None = None,
     ) -> None:
         self.tenant_set = tenant_set
         self.tenants = tenants
         self.held = held
+        self.metrics = metrics
         targets: dict[str, WSGIApplication] = {
             name: _held(handle) if name in held else handle for name, handle in tenants.items()
         }
@@ -87,16 +93,36 @@ class Routes:
         return self.paths(environ, start_response)
 
     def reserved(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """``/_dispatcher/...``: only ``health`` exists; it counts tenants, naming none."""
-        if environ.get("PATH_INFO") != HEALTH_PATH:
+        """``/_dispatcher/...``: ``health`` counts tenants, naming none; ``metrics`` names them,
+        so it answers only allowed clients: anyone else gets the 404 of an unknown path."""
+        path = environ.get("PATH_INFO")
+        if (
+            path == METRICS_PATH
+            and self.metrics is not None
+            and allowed(environ, self.tenant_set.metrics_allow)
+        ):
+            text, content_type = self.metrics.render(*self.snapshot())
+            response = Response(text, content_type=content_type)
+            response.headers["Cache-Control"] = "no-store"
+            return response(environ, start_response)
+        if path != HEALTH_PATH:
             return NotFound()(environ, start_response)
         counts = {"ready": 0, "failed": 0, "lazy": 0, "maintenance": 0}
-        for name, handle in self.tenants.items():
-            counts["maintenance" if name in self.held else handle.state] += 1
+        for state in self.snapshot()[1].values():
+            counts[state] += 1
         body = {"status": "ok", "tenants": counts}
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Requests in flight (tenants that have some) and the state of every tenant."""
+        in_flight = {name: h.in_flight for name, h in self.tenants.items() if h.in_flight}
+        held = self.held
+        states = {
+            name: "maintenance" if name in held else h.state for name, h in self.tenants.items()
+        }
+        return in_flight, states
 
 
 class Dispatcher:
@@ -111,7 +137,13 @@ class Dispatcher:
         self._secret_owners: dict[str, str] = {}
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
         self.create_databases = tenant_set.create_databases
-        self.routes = Routes(tenant_set, self._handles(tenant_set, {}))
+        self.metrics = process_metrics(tenant_set.instance_root)
+        self.routes = Routes(tenant_set, self._handles(tenant_set, {}), metrics=self.metrics)
+        # Under uWSGI, a thread writes this worker's figures out each second, requests or not.
+        self.flusher: Flusher | None = None
+        if self.metrics.folder is not None:
+            self.flusher = Flusher(self.metrics, lambda: self.routes.snapshot())
+            self.flusher.ensure_running()
         record_running(tenant_set)
         self.reloader = None
         if watch:
@@ -132,7 +164,14 @@ class Dispatcher:
         if self.reloader is not None and self.reloader.due():
             self.reloader.check()
             self.live.sweep()
+            self.flush_metrics()
         return self.routes.wsgi_app(environ, start_response)
+
+    def flush_metrics(self) -> None:
+        """Write out this worker's figures (the once-a-second tick does it on a request)."""
+        self.metrics.flush(*self.routes.snapshot())
+        if self.flusher is not None:
+            self.flusher.ensure_running()  # a fork (uWSGI without lazy-apps) left it behind
 
     def swap(self, tenant_set: TenantSet) -> Routes:
         """Build ``tenant_set`` beside the running one and switch to it; return the old table.
@@ -144,7 +183,7 @@ class Dispatcher:
         self.live.idle_timeout = tenant_set.idle_timeout
         self.live.max_live_apps = tenant_set.max_live_apps
         self.create_databases = tenant_set.create_databases
-        new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held)
+        new = Routes(tenant_set, self._handles(tenant_set, old.tenants), old.held, self.metrics)
         kept = {id(handle) for handle in new.tenants.values()}
         self.routes = new  # one attribute store: requests see the old table or the new one
         record_running(tenant_set)
@@ -160,7 +199,7 @@ class Dispatcher:
         """Answer 503 for exactly these tenants (while their schema migrates), keeping apps."""
         routes = self.routes
         if names != routes.held:
-            self.routes = Routes(routes.tenant_set, routes.tenants, names)
+            self.routes = Routes(routes.tenant_set, routes.tenants, names, self.metrics)
             log.info("tenants held in maintenance: %d", len(names & routes.tenants.keys()))
 
     def _handles(
@@ -178,9 +217,9 @@ class Dispatcher:
                 or type(handle) is not kind
             ):
                 if kind is EvictableTenantApp:
-                    handle = EvictableTenantApp(tenant, self._build, self.live)
+                    handle = EvictableTenantApp(tenant, self._build, self.live, self.metrics)
                 else:
-                    handle = TenantApp(tenant, self._build)
+                    handle = TenantApp(tenant, self._build, self.metrics)
                 if not tenant.lazy:
                     handle.build()
             handles[tenant.name] = handle
@@ -200,8 +239,17 @@ class Dispatcher:
 
 
 def _held(handle: TenantApp) -> WSGIApplication:
-    """A 503 in place of a tenant whose schema is being migrated."""
-    return ServiceUnavailable(retry_after=handle.tenant.maintenance or 60)
+    """A 503 in place of a tenant whose schema is being migrated (counted like any answer)."""
+    refusal = ServiceUnavailable(retry_after=handle.tenant.maintenance or 60)
+
+    def held(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = perf_counter()
+        try:
+            return refusal(environ, start_response)
+        finally:
+            handle.metrics.observe(handle.name, 503, perf_counter() - started)
+
+    return held
 
 
 @lru_cache(maxsize=4096)

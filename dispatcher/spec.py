@@ -12,14 +12,15 @@ them all, :func:`check_tenants` returns them (with warnings) for ``python -m dis
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .checker import Checker
+from .checker import Checker, Network
 from .problems import ConfigError, Problem
 from .rules import RESERVED_PREFIX
-from .schema import Defaults, Proxy, TenantsFile, salvage, validate
+from .schema import DEFAULT_METRICS_ALLOW, Defaults, Proxy, TenantsFile, salvage, validate
 from .tenant import TenantConfig
 from .yamlfile import YamlDocument, parse_yaml
 
@@ -44,6 +45,10 @@ class TenantSet:
     idle_timeout: int | None = None
     #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
     max_live_apps: int | None = None
+    #: Clients (by the address ``proxy`` establishes) that may read ``/_dispatcher/metrics``.
+    metrics_allow: tuple[Network, ...] = field(
+        default_factory=lambda: tuple(map(ipaddress.ip_network, DEFAULT_METRICS_ALLOW))
+    )
     warnings: tuple[Problem, ...] = ()
     #: The file's content as loaded.
     text: str = field(default="", repr=False, compare=False)
@@ -143,6 +148,8 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
             "folder, or set one per tenant in instance/<name>/config.py",
         )
     base_domain = checker.host(top.base_domain, ("base_domain",))
+    allow = DEFAULT_METRICS_ALLOW if top.metrics is None else top.metrics.allow
+    metrics_allow = checker.networks(list(allow), ("metrics", "allow"))
     server_names = None
     if top.server_names is not None:
         server_names = frozenset(
@@ -181,6 +188,7 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         create_databases=top.create_databases,
         idle_timeout=top.idle_timeout,
         max_live_apps=top.max_live_apps,
+        metrics_allow=metrics_allow,
         warnings=tuple(p for p in doc.problems if p.warning),
         text=doc.text,
     )
