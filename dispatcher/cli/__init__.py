@@ -9,7 +9,7 @@ problem at once, with exit status 1::
     python -m dispatcher exec acme -- routes
 
 The commands live in modules by concern: :mod:`.tenants` (check, list, diff), :mod:`.databases`
-(init-db, migrate, copy-db), :mod:`.run` (serve, shell, exec).
+(init-db, migrate, copy-db), :mod:`.run` (serve, shell, exec), :mod:`.top` (top).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from . import databases, run, tenants
+from . import databases, run, tenants, top
 from .common import DEFAULT_FILE, Options
 
 __all__ = ["main"]
@@ -40,7 +40,7 @@ def main(ctx: click.Context, tenants_file: str) -> None:
     ctx.obj = Options(tenants_file)
 
 
-for module in (tenants, databases, run):
+for module in (tenants, databases, run, top):
     for command in module.COMMANDS:
         main.add_command(command)
 

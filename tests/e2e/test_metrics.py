@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import pty
+import select
 import signal
 import statistics
 import subprocess
@@ -362,3 +364,41 @@ def test_top_says_so_when_the_node_does_not_answer() -> None:
     assert done.returncode == 1
     assert f"http://127.0.0.1:{port}/_dispatcher/metrics" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_top_live_view_quits_on_q(node: Node) -> None:
+    """The live view in a real terminal (a pty): it draws the tenants, and ``q`` ends it."""
+    node.get("/acme/")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "dispatcher", "top", "--interval", "0.3"),
+            *("--url", f"http://127.0.0.1:{node.port}"),
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "30"},
+    )
+    os.close(terminal)
+    screen = bytearray()
+
+    def shown(text: bytes) -> bool:
+        while select.select([controller], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(controller, 65536))
+            except OSError:  # the process ended and closed the terminal
+                break
+        return text in screen
+
+    try:
+        wait_for(lambda: shown(b"sleepy") and shown(b"REQ/S"), "top to draw the tenants")
+        os.write(controller, b"q")
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    assert b"acme" in screen and b"Traceback" not in screen
