@@ -372,6 +372,7 @@ def test_module_help_lists_commands() -> None:
         "serve",
         "shell",
         "exec",
+        "top",
     }
 
 
