@@ -173,6 +173,41 @@ def test_counts_survive_a_worker_killed_and_respawned(
     assert "counter_archive.db" in files
 
 
+def test_counts_survive_a_chain_reload_and_restart_from_zero(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node")
+    try:
+        sent = send_all(node, ["/acme/"] * 40)
+        node.wait_until_counted(dict(sent))
+        folder = metrics_folder(node)
+        before = {w.pid for w in node.uwsgi.workers()}
+        os.utime(node.uwsgi.reload_file)  # what `touch instance/.reload` does
+
+        def reloaded() -> bool:
+            workers = node.uwsgi.ready_workers() or []
+            fresh = len(workers) == 2 and not before & {w.pid for w in workers}
+            return fresh and "chain reloading complete" in node.uwsgi.log_text()
+
+        wait_for(reloaded, "the chain reload to replace both workers", timeout=60)
+        sent += send_all(node, ["/acme/"] * 10)
+        node.wait_until_counted(dict(sent))
+        assert metrics_folder(node) == folder  # the same server: the same folder
+    finally:
+        node.stop()
+    # The same instance folder, a new server start: the old figures are gone.
+    node.uwsgi = Uwsgi.start(
+        node.folder / "uwsgi",
+        node.folder / "tenants.yaml",
+        options=["--http-socket", f"127.0.0.1:{node.port}"],
+    )
+    try:
+        assert node.requests() == {}
+        node.get("/acme/")
+        node.wait_until_counted({("acme", "2xx"): 1})
+        assert metrics_folder(node) != folder and not folder.exists()
+    finally:
+        node.stop()
+
+
 HOSTILE = [
     ("GET", "/acme/%2e%2e/globex/", "localhost"),
     ("GET", "/acme/..%2fglobex/", "localhost"),
