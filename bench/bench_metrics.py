@@ -9,7 +9,7 @@ the count does not depend on the machine's load::
 
 Workloads (one ``--child NAME K`` process each):
 
-- ``observe``: ``Metrics.observe`` alone (the request thread's share); ``loop``: the same loop
+- ``observe`` and ``record``: what the request thread pays; ``loop``: the same loop
   calling a no-op, to subtract.
 - ``request``: one whole request through the dispatcher (100 path tenants of a trivial app,
   ``return "ok"``); with ``--base`` also on the older tree, so the difference is the hook.
@@ -58,10 +58,15 @@ def tenants_file(folder: Path, count: int) -> Path:
 
 def child(name: str, k: int, folder: Path) -> None:
     """One measured process: set-up, warm-up, then ``k`` repetitions."""
-    if name in ("observe", "loop"):
+    if name in ("observe", "loop", "record"):
         from dispatcher.metrics import Metrics
 
         metrics = Metrics(None)
+        if name == "record":  # what TenantApp calls: the bound deque.append
+            record = metrics.record
+            for _ in range(1000 + k):
+                record(("t1", "200 OK", 0.001))
+            return
         call = metrics.observe if name == "observe" else (lambda t, s, d: None)
         for _ in range(1000 + k):
             call("t1", "200 OK", 0.001)
@@ -178,6 +183,7 @@ def per_unit(name: str, k1: int, k2: int, pythonpath: str, scrape_tenants: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", help="An older tree to measure a request on, for comparison.")
+    parser.add_argument("--only", help="Measure only the figures whose name contains this.")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "K", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -186,19 +192,27 @@ def main() -> None:
         child(name, int(k), Path(folder))
         return
     here = str(ROOT)
-    figures = {
-        "observe (request thread)": per_unit("observe", 20000, 120000, here)
-        - per_unit("loop", 20000, 120000, here),
-        "request through the dispatcher": per_unit("request", 2000, 7000, here),
-        "observe + flush, per request": per_unit("flush", 20000, 120000, here),
-        "flush, nothing pending, 100 tenants": per_unit("flush_idle_100", 50, 250, here),
-        "flush, nothing pending, 1000 tenants": per_unit("flush_idle_1000", 50, 250, here),
-        "scrape, 2 workers x 20 tenants": per_unit("scrape_20", 5, 25, here, 20),
-        "scrape, 2 workers x 200 tenants": per_unit("scrape_200", 2, 7, here, 200),
+    base = os.path.abspath(args.base) if args.base else None
+    measures = {
+        "observe (request thread)": lambda: (
+            per_unit("observe", 20000, 120000, here) - per_unit("loop", 20000, 120000, here)
+        ),
+        "record (request thread)": lambda: (
+            per_unit("record", 20000, 120000, here) - per_unit("loop", 20000, 120000, here)
+        ),
+        "request through the dispatcher": lambda: per_unit("request", 2000, 7000, here),
+        "request, base tree": lambda: per_unit("request", 2000, 7000, f"{base}:{here}"),
+        "observe + flush, per request": lambda: per_unit("flush", 20000, 120000, here),
+        "flush, nothing pending, 100 tenants": lambda: per_unit("flush_idle_100", 50, 250, here),
+        "flush, nothing pending, 1000 tenants": lambda: per_unit("flush_idle_1000", 50, 250, here),
+        "scrape, 2 workers x 20 tenants": lambda: per_unit("scrape_20", 5, 25, here, 20),
+        "scrape, 2 workers x 200 tenants": lambda: per_unit("scrape_200", 2, 7, here, 200),
     }
-    if args.base:
-        base = os.path.abspath(args.base)
-        figures["request, base tree"] = per_unit("request", 2000, 7000, f"{base}:{here}")
+    figures = {
+        what: measure()
+        for what, measure in measures.items()
+        if (base or "base" not in what) and (not args.only or args.only in what)
+    }
     for what, figure in figures.items():
         print(f"{what:40} {figure:>14,.0f} instructions")
 

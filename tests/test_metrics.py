@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher import metrics_files
+from dispatcher import metrics_files, metrics_render
 from dispatcher.metrics import (
     CODE_CLASSES,
     METRIC_NAMES,
@@ -286,3 +286,17 @@ def _exited_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_a_scrape_adds_up_the_files_in_a_child_process(tmp_path: Path) -> None:
+    run_worker(tmp_path, 7)
+    run_worker(tmp_path, 3)
+    from_child = samples(metrics_render.render_in_child(str(tmp_path)))
+    assert from_child == samples(metrics_render.render_folder(str(tmp_path)))
+    assert value(from_child, "dispatcher_requests_total", tenant="acme", code="2xx") == 10
+
+
+def test_the_child_runs_the_environment_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under uWSGI, sys.executable is the uwsgi program: the virtualenv's python3 runs."""
+    monkeypatch.setattr(sys, "executable", str(ROOT / ".venv" / "bin" / "uwsgi"))
+    assert metrics_render.python() == os.path.join(sys.exec_prefix, "bin", "python3")

@@ -313,24 +313,33 @@ def percentile(values: list[float], fraction: float) -> float:
 def test_hanging_neighbour_leaves_other_tenants_answering(
     node: Node, report_counts: Callable[..., None]
 ) -> None:
-    """Defaults (threads - 1 = 3 per worker): 8 requests to one tenant that hang leave every
-    worker a thread, and every request of another tenant is answered meanwhile."""
+    """Defaults (threads - 1 = 3 per worker): requests to one tenant that hang leave every
+    worker a thread, and every request of another tenant is answered meanwhile.
+
+    8 hanging requests first, then more until both workers hold the 3 they admit (uWSGI may
+    hand most of the 8 to one worker): the worst case, and the same one on every run.
+    """
     release = node.folder / "release"
     alone, alone_statuses = latencies(node, "/acme/", 200)
     assert alone_statuses == {200: 200}
-    with ThreadPoolExecutor(8) as pool:
-        hanging = [
-            pool.submit(node.get, f"/probe/hang?until={release}", timeout=30) for _ in range(8)
-        ]
-        try:
+    with ThreadPoolExecutor(40) as pool:
+        hanging: list = []
 
-            def all_placed() -> bool:
-                in_flight = node.value("dispatcher_requests_in_flight", tenant="probe")
-                refused = sum(1 for f in hanging if f.done() and f.result().status == 503)
-                return in_flight >= 1 and in_flight + refused == 8
+        def hang() -> None:
+            hanging.append(pool.submit(node.get, f"/probe/hang?until={release}", timeout=30))
 
-            wait_for(all_placed, "the 8 hanging requests to be in flight or refused")
+        def placed() -> float | None:
             in_flight = node.value("dispatcher_requests_in_flight", tenant="probe")
+            refused = sum(1 for f in hanging if f.done() and f.result().status == 503)
+            return in_flight if in_flight + refused == len(hanging) else None
+
+        try:
+            for _ in range(8):
+                hang()
+            in_flight = wait_for(placed, "the 8 hanging requests to be in flight or refused")
+            while in_flight < 6 and len(hanging) < 40:
+                hang()
+                in_flight = wait_for(placed, "one more hanging request to be placed")
             beside, statuses = latencies(node, "/acme/", 200)
             still_hanging = sum(not f.done() for f in hanging)
         finally:
@@ -342,13 +351,13 @@ def test_hanging_neighbour_leaves_other_tenants_answering(
         beside_p50_ms=round(statistics.median(beside) * 1000, 2),
         beside_p99_ms=round(percentile(beside, 0.99) * 1000, 2),
         beside_max_ms=round(max(beside) * 1000, 2),
-        neighbour_in_flight=in_flight,
+        neighbour_sent=len(hanging),
         neighbour_outcomes=dict(outcomes),
     )
+    assert in_flight == 6  # 3 per worker: the limit, and never more
     assert statuses == {200: 200}, statuses
-    assert in_flight <= 6  # at most 3 per worker
-    assert still_hanging == in_flight  # the neighbour really hung throughout
-    assert outcomes[200] == in_flight and outcomes[503] == 8 - in_flight
+    assert still_hanging == 6  # the neighbour really hung throughout
+    assert outcomes == {200: 6, 503: len(hanging) - 6}
 
 
 def test_top_once_prints_the_tenants_just_hit(node: Node) -> None:
