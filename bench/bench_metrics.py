@@ -16,7 +16,9 @@ Workloads (one ``--child NAME K`` process each):
 - ``flush``: ``observe`` + ``flush`` into prometheus-client's multiprocess files, per request.
 - ``flush_idle``: one ``flush`` with nothing pending and 100 / 1,000 tenants' states unchanged
   (the once-a-second fixed cost).
-- ``scrape``: one ``/_dispatcher/metrics`` render: 2 workers' files, 20 / 200 busy tenants.
+- ``scrape``: one ``/_dispatcher/metrics`` render as the answering worker pays for it (flush,
+  tidy, start the child and read its output), 2 workers' files of 20 / 200 busy tenants;
+  ``merge``: what that child process does (adds up the files and formats them).
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def child(name: str, k: int, folder: Path) -> None:
         states = {f"t{i}": "ready" for i in range(int(name.rpartition("_")[2]))}
         for _ in range(10 + k):
             metrics.flush({}, dict(states))
+    elif name.startswith("merge"):
+        from dispatcher.metrics_render import render_folder
+
+        for _ in range(1 + k):
+            render_folder(str(folder))
     elif name.startswith("scrape"):
         from dispatcher.metrics import Metrics
 
@@ -141,7 +148,7 @@ metrics.flush({"t1": 1}, states)
 
 def instructions(name: str, k: int, python: str, pythonpath: str, env_folder: Path) -> int:
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    if name.startswith(("flush", "scrape")):
+    if name.startswith(("flush", "scrape", "merge")):
         env["PROMETHEUS_MULTIPROC_DIR"] = str(env_folder)
     argv = [
         "valgrind",
@@ -205,8 +212,16 @@ def main() -> None:
         "observe + flush, per request": lambda: per_unit("flush", 20000, 120000, here),
         "flush, nothing pending, 100 tenants": lambda: per_unit("flush_idle_100", 50, 250, here),
         "flush, nothing pending, 1000 tenants": lambda: per_unit("flush_idle_1000", 50, 250, here),
-        "scrape, 2 workers x 20 tenants": lambda: per_unit("scrape_20", 5, 25, here, 20),
-        "scrape, 2 workers x 200 tenants": lambda: per_unit("scrape_200", 2, 7, here, 200),
+        "scrape, in the worker, 2 workers x 20 tenants": lambda: per_unit(
+            "scrape_20", 5, 25, here, 20
+        ),
+        "scrape, in the worker, 2 workers x 200 tenants": lambda: per_unit(
+            "scrape_200", 5, 25, here, 200
+        ),
+        "scrape, its child, 2 workers x 20 tenants": lambda: per_unit("merge_20", 5, 25, here, 20),
+        "scrape, its child, 2 workers x 200 tenants": lambda: per_unit(
+            "merge_200", 2, 7, here, 200
+        ),
     }
     figures = {
         what: measure()
