@@ -32,8 +32,9 @@ from .build import TenantApp, build_app
 from .errors import BuildError
 from .eviction import EvictableTenantApp, LiveApps
 from .logs import install_record_factory
-from .metrics import Flusher, Metrics, process_metrics
+from .metrics import Metrics
 from .metrics_access import allowed
+from .metrics_worker import Flusher, process_metrics
 from .reload import Reloader, record_running
 from .rules import RESERVED_PREFIX
 from .spec import TenantSet
