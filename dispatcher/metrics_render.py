@@ -44,9 +44,10 @@ def python() -> str:
     return getattr(sys, "_base_executable", None) or "python3"
 
 
-def render_in_child(folder: str, timeout: float = 30.0) -> bytes:
-    """:func:`render_folder` in a child process; ``CalledProcessError``/``TimeoutExpired``
-    or ``OSError`` if it fails (the caller may then render in-process)."""
+def render_in_child(folder: str, timeout: float = 20.0) -> bytes:
+    """:func:`render_folder` in a child process, given less time than uwsgi.ini's harakiri;
+    ``CalledProcessError``, ``TimeoutExpired`` or ``OSError`` if it fails (the caller may
+    then render in-process)."""
     path = os.pathsep.join(p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [python(), "-m", "dispatcher.metrics_render", folder],
