@@ -43,7 +43,7 @@ from .isolation import (
     isolate_session_cookie,
     make_instance_folder,
 )
-from .limits import RETRY_AFTER, concurrency_limit, worker_threads
+from .limits import GRACE, RETRY_AFTER, concurrency_limit, worker_threads
 from .logs import current_tenant, tenant_context, use_dispatcher_logging
 from .metrics import NullMetrics
 from .tenant import TenantConfig
@@ -190,11 +190,13 @@ class TenantApp:
         # (each costs ~1,000 instructions on CPython 3.11); see docs/benchmarks.md#metrics.
         lock = self._flight_lock
         lock.acquire()
-        if self.in_flight >= self._limit:
+        if self.in_flight < self._limit:
+            self.in_flight += 1
             lock.release()
-            return self._refuse(environ, start_response)
-        self.in_flight += 1
-        lock.release()
+        else:
+            lock.release()
+            if not self._wait_for_a_slot():
+                return self._refuse(environ, start_response)
         # Counted before the app is looked at: an evictable tenant is never dropped while a
         # request is about to use it (see dispatcher.eviction).
         exchange = _Exchange()
@@ -221,6 +223,23 @@ class TenantApp:
             exchange.close()
             raise
         return exchange
+
+    def _wait_for_a_slot(self) -> bool:
+        """At the limit: wait up to :data:`~dispatcher.limits.GRACE` seconds for a slot.
+
+        A request whose response the client already has may not be closed yet: its thread
+        waits for the interpreter lock to run ``close()``, and CPython may let a few quicker
+        requests go first. Without this grace a single client's back-to-back requests could
+        be refused; a tenant whose requests hang still gets its 503 within milliseconds.
+        """
+        deadline = perf_counter() + GRACE
+        while perf_counter() < deadline:
+            time.sleep(GRACE / 10)  # lets the closing threads run
+            with self._flight_lock:
+                if self.in_flight < self._limit:
+                    self.in_flight += 1
+                    return True
+        return False
 
     def _refuse(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """503 at once: the tenant already has ``limit`` requests in flight in this worker."""

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask, Response
 from werkzeug.test import Client
 
-from dispatcher import ConfigError, TenantApp, TenantConfig, load_tenants
+from dispatcher import ConfigError, TenantApp, TenantConfig, build, load_tenants
 from dispatcher.limits import RETRY_AFTER, concurrency_limit
 from dispatcher.metrics import Metrics
 
@@ -206,3 +206,29 @@ def test_bad_limits_are_located_errors(write_tenants, limits: str, message: str)
         load_tenants(path)
     assert f"{path}:5: tenant 'acme', " in str(error.value)
     assert message in str(error.value)
+
+
+def test_a_slot_freed_within_the_grace_admits_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A response already sent but not yet closed (its thread waiting for the interpreter
+    lock) must not get a back-to-back request refused: the request waits for the slot."""
+    monkeypatch.setattr(build, "GRACE", 5.0)
+    acme = handle(Probe(), 1)
+    client = Client(acme)
+    closing = client.get("/stream")  # answered, not closed yet
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, "/fast", buffered=True)
+        closing.close()
+        assert waiting.result().status_code == 200
+    assert acme.in_flight == 0
+
+
+def test_a_slot_that_stays_taken_is_refused_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(build, "GRACE", 0.05)
+    acme = handle(Probe(), 1)
+    client = Client(acme)
+    held = client.get("/stream")
+    assert client.get("/fast", buffered=True).status_code == 503
+    held.close()
+    assert acme.in_flight == 0
