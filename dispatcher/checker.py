@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,11 +21,13 @@ from typing import Any
 
 from . import rules
 from .problems import Path
-from .schema import Defaults, Pool, Tenant, salvage, validate
+from .schema import Defaults, Limits, Pool, Tenant, salvage, validate
 from .tenant import TenantConfig
 from .yamlfile import YamlDocument
 
 DEFAULT_DATABASE = "sqlite:///{instance_path}/app.db"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PLACEHOLDERS = ("name", "instance_path")
@@ -129,6 +132,7 @@ class Checker:
             pool = _merged_pool(defaults.pool, spec.pool)
             config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", pool.engine_options())
         maintenance = merged.get("maintenance")
+        limits = _merged_limits(defaults.limits, spec.limits)
         return TenantConfig(
             name=name,
             app=app,
@@ -140,6 +144,7 @@ class Checker:
             enabled=merged.get("enabled", True),
             lazy=merged.get("lazy", False),
             maintenance=maintenance["retry_after"] if maintenance is not None else None,
+            max_concurrent=limits.concurrent,
             source=claim.source,
         )
 
@@ -147,6 +152,24 @@ class Checker:
         """Config keys that only the dispatcher may set (the database) are errors."""
         for key_path, message, fix in rules.config_problems(config):
             self.doc.problem((*at, *key_path), message, fix)
+
+    def networks(self, values: list[str], at: Path) -> tuple[Network, ...]:
+        """``metrics.allow``: each entry a network (``10.0.0.0/8``) or one address (``::1``)."""
+        networks = []
+        for i, value in enumerate(values):
+            try:
+                networks.append(ipaddress.ip_network(value))
+            except ValueError:
+                loose = _loose_network(value)
+                if loose is not None:
+                    self.doc.problem((*at, i), f"'{value}' has host bits set", f"Write '{loose}'")
+                else:
+                    self.doc.problem(
+                        (*at, i),
+                        f"'{value}' is not an IP network or address",
+                        "Write a network such as '10.0.0.0/8', or one address such as '::1'",
+                    )
+        return tuple(networks)
 
     def defaults_fields(self, defaults: Defaults) -> dict[str, Any]:
         """``defaults`` as a dict, computed once per file rather than once per tenant."""
@@ -371,6 +394,23 @@ class Checker:
                 f"Give each tenant its own {what.split(' ')[0]}",
                 line=line,
             )
+
+
+def _loose_network(value: str) -> str | None:
+    """``10.1.2.3/8`` -> ``10.0.0.0/8``: what an entry with host bits set probably meant."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return None
+
+
+def _merged_limits(*limits: Limits | None) -> Limits:
+    """``limits`` merged key by key, the tenant's winning over ``defaults``."""
+    fields: dict[str, Any] = {}
+    for item in limits:
+        if item is not None:
+            fields.update(item.model_dump(exclude_none=True))
+    return Limits(**fields)
 
 
 def _merged_pool(*pools: Pool | None) -> Pool:

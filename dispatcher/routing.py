@@ -25,7 +25,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest, InternalServerError, NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -36,7 +37,11 @@ from .build import build_app, operator_interrupt
 from .eviction import LiveApps
 from .holds import CHECK_INTERVAL, store_for, worker_name
 from .isolation import SecretKeys
+from .limits import concurrency_limit, worker_threads
 from .logs import install_record_factory
+from .metrics import Metrics
+from .metrics_access import allowed
+from .metrics_worker import process_metrics
 from .rules import RESERVED_PREFIX
 from .running import record_running
 from .spec import TenantSet
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dispatcher")
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
+METRICS_PATH = f"{RESERVED_PREFIX}/metrics"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
 #: Closed apps that were frozen (gc.freeze) before one full collection reclaims them.
@@ -102,11 +108,13 @@ class Routes:
         tenant_set: TenantSet,
         tenants: dict[str, TenantApp],
         states: States,
+        metrics: Metrics,
         held: frozenset[str] = frozenset(),
     ) -> None:
         self.tenant_set = tenant_set
         self.tenants = tenants
         self.states = states
+        self.metrics = metrics
         self.held = held & tenants.keys()
         targets: dict[str, Target] = dict(tenants)
         for name in self.held:
@@ -152,8 +160,15 @@ class Routes:
         return None
 
     def reserved(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """``/_dispatcher/...``: only ``health`` exists; it counts tenants, naming none."""
-        if environ.get("PATH_INFO") != HEALTH_PATH:
+        """``/_dispatcher/...``: ``health`` counts tenants, naming none; ``metrics`` names them,
+        so it answers only allowed clients: anyone else gets the 404 of an unknown path."""
+        path = environ.get("PATH_INFO")
+        if path == METRICS_PATH and allowed(environ, self.tenant_set.metrics_allow):
+            text, content_type = self.metrics.render(*self.snapshot())
+            response = Response(text, content_type=content_type)
+            response.headers["Cache-Control"] = "no-store"
+            return response(environ, start_response)
+        if path != HEALTH_PATH:
             return _NOT_FOUND(environ, start_response)
         body = {
             "status": "ok",
@@ -164,6 +179,13 @@ class Routes:
         response = Response(json.dumps(body), mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, str]]:
+        """For the metrics: requests in flight (tenants that have some) and every state."""
+        held = self.held
+        in_flight = {name: len(h.flight) for name, h in self.tenants.items() if h.flight}
+        states = {n: "maintenance" if n in held else h.state for n, h in self.tenants.items()}
+        return in_flight, states
 
     def counts(self) -> dict[str, int]:
         """Tenants per state, held ones counted as in maintenance: constant time per call."""
@@ -192,13 +214,15 @@ class Dispatcher:
         self, tenant_set: TenantSet, *, watch: bool = True, background: bool = True
     ) -> None:
         install_record_factory()
+        self.metrics = process_metrics(tenant_set.instance_root)
+        self._record = self.metrics.record
         self.states = States()
         self.secrets = SecretKeys()
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
         self.create_databases = tenant_set.create_databases
         handles = self._handles(tenant_set, {})
         _build_eager(handles.values())
-        self._set_routes(Routes(tenant_set, handles, self.states))
+        self._set_routes(Routes(tenant_set, handles, self.states, self.metrics))
         record_running(tenant_set)
         self.watcher = FileWatcher(tenant_set) if watch else None
         self.holds = store_for(tenant_set) if watch else None
@@ -268,22 +292,30 @@ class Dispatcher:
             return _NOT_FOUND(environ, start_response)
         flight = target.flight
         flight.append(None)  # atomic: counted in flight with no lock
+        said = _Said()  # what the app answers, for the metrics
+        said.status = "500"  # until the app says otherwise: one that raises has failed
+        said.start_response = start_response
+        respond = said.respond
+
+        started = perf_counter()
         try:
             if len(flight) > target.limit:
-                return _BUSY(environ, start_response)
+                self.metrics.rejected(target.name, "concurrency")
+                return _BUSY(environ, respond)
             target.used = True
             app = target.app
             if app is None:  # not built (yet): build it, or answer 503
-                return target.serve_unbuilt(environ, start_response)  # type: ignore[union-attr]
-            return app(environ, start_response)
+                return target.serve_unbuilt(environ, respond)  # type: ignore[union-attr]
+            return app(environ, respond)
         except BaseException as e:
             if isinstance(e, Exception) or operator_interrupt(e):
                 raise
             # SystemExit (or the like) from a view: it must not end the worker.
             log.error("tenant '%s': a request raised %s; answered 500", target.name, repr(e))
-            return _ERROR(environ, start_response)
+            return _ERROR(environ, respond)
         finally:
             flight.pop()
+            self._record((target.name, said.status, perf_counter() - started))  # deque.append
 
     def _set_routes(self, routes: Routes) -> None:
         self.routes = routes  # one attribute store: a request sees the old table or the new
@@ -293,14 +325,18 @@ class Dispatcher:
         with self._tick_lock:
             if self.watcher is not None:
                 force, self._force = self._force, False
+                started = perf_counter()
                 tenant_set = self.watcher.changed(force)
                 if tenant_set is not None:
                     self.swap(tenant_set)
+                if tenant_set is not None or self.watcher.refused:
+                    self.metrics.reload(tenant_set is not None, perf_counter() - started)
             if self.holds is not None:
                 self._follow_holds()
             self.live.sweep()
             if self._frozen_garbage >= REFREEZE_AFTER:
                 self._reclaim_frozen()
+            self.metrics.flush(*self.routes.snapshot())
             for handle in list(self.states.failed.values()):
                 if not handle.tenant.lazy:
                     handle.start_build()
@@ -338,7 +374,7 @@ class Dispatcher:
         self.create_databases = tenant_set.create_databases
         handles = self._handles(tenant_set, old.tenants)
         _build_eager(h for h in handles.values() if h is not old.tenants.get(h.name))
-        self._set_routes(Routes(tenant_set, handles, self.states, self._held))
+        self._set_routes(Routes(tenant_set, handles, self.states, self.metrics, self._held))
         record_running(tenant_set)
         self.secrets.keep_only(set(handles))
         for handle in old.tenants.values():
@@ -359,7 +395,9 @@ class Dispatcher:
         released, self._held = self._held - names, names
         routes = self.routes
         if names & routes.tenants.keys() != routes.held:
-            self._set_routes(Routes(routes.tenant_set, routes.tenants, self.states, names))
+            self._set_routes(
+                Routes(routes.tenant_set, routes.tenants, self.states, self.metrics, names)
+            )
             log.info("tenants held in maintenance: %d", len(self.routes.held))
         for name in released:  # their app was dropped while held: eager ones are built again
             handle = routes.tenants.get(name)
@@ -413,8 +451,10 @@ class Dispatcher:
                     tenant,
                     self._build,
                     states=self.states,
+                    limit=concurrency_limit(tenant.max_concurrent, worker_threads()),
                     on_built=on_built,
                     freeze=on_built is None,
+                    metrics=self.metrics,
                 )
             handles[tenant.name] = handle
         return handles
@@ -509,6 +549,22 @@ def request_host(environ: WSGIEnvironment) -> str:
     if len(raw) > _LONGEST_HOST:  # no valid host is this long
         return ""
     return normalise_host(raw)
+
+
+class _Said:
+    """Passed on as a request's ``start_response``: keeps the status line the app answers.
+
+    Slotted and without ``__init__``: created once per request, so every instruction counts
+    (a closure over a local costs twice as much, docs/benchmarks.md).
+    """
+
+    __slots__ = ("start_response", "status")
+    start_response: StartResponse
+    status: str
+
+    def respond(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        self.status = status
+        return self.start_response(status, headers, exc_info)
 
 
 def _is_reserved(path: str) -> bool:

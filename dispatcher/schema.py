@@ -23,6 +23,9 @@ from .problems import Path
 from .tenant import DEFAULT_RETRY_AFTER
 from .yamlfile import YamlDocument
 
+#: Who may read ``/_dispatcher/metrics`` when the file has no ``metrics:``: this host only.
+DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1")
+
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -70,6 +73,23 @@ class Pool(BaseModel):
         }
 
 
+class Limits(BaseModel):
+    """``limits: {concurrent: N}``: at most N requests of the tenant in flight per worker."""
+
+    model_config = _STRICT
+    concurrent: int | None = Field(None, ge=1)
+
+
+class Metrics(BaseModel):
+    """``metrics: {allow: [CIDR, ...]}``: who may read ``/_dispatcher/metrics``.
+
+    The networks are checked (and parsed) by the loader, which can say which one is wrong.
+    """
+
+    model_config = _STRICT
+    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS_ALLOW))
+
+
 def _maintenance_flag(value: Any) -> Any:
     if value is True:
         return {}
@@ -97,6 +117,7 @@ class TenantFields(BaseModel):
     enabled: bool | None = None
     maintenance: Annotated[Maintenance | None, BeforeValidator(_maintenance_flag)] = None
     pool: Pool | None = None
+    limits: Limits | None = None
     config: dict[str, Any] | None = None
 
 
@@ -125,6 +146,7 @@ class TenantsFile(BaseModel):
     control_database: str | None = None
     idle_timeout: int | None = Field(None, gt=0)
     max_live_apps: int | None = Field(None, gt=0)
+    metrics: Metrics | None = None
     defaults: Defaults | None = None
     tenants: dict[Any, Any] | None
 

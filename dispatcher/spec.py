@@ -13,16 +13,17 @@ them all, :func:`check_tenants` returns them (with warnings) for ``python -m dis
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from . import rules
-from .checker import Checker
+from .checker import Checker, Network
 from .problems import ConfigError, Problem
 from .rules import RESERVED_PREFIX
-from .schema import Defaults, Proxy, TenantsFile, salvage, validate
+from .schema import DEFAULT_METRICS_ALLOW, Defaults, Proxy, TenantsFile, salvage, validate
 from .tenant import TenantConfig
 from .yamlfile import YamlDocument, parse_yaml, read_text
 
@@ -49,6 +50,10 @@ class TenantSet:
     idle_timeout: int | None = None
     #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
     max_live_apps: int | None = None
+    #: Clients (by the address ``proxy`` establishes) that may read ``/_dispatcher/metrics``.
+    metrics_allow: tuple[Network, ...] = field(
+        default_factory=lambda: tuple(map(ipaddress.ip_network, DEFAULT_METRICS_ALLOW))
+    )
     warnings: tuple[Problem, ...] = ()
     #: The file's content as loaded (newlines as they are in the file).
     text: str = field(default="", repr=False, compare=False)
@@ -155,6 +160,8 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         )
     checker.owned_config(defaults.config, ("defaults", "config"))
     base_domain = checker.host(top.base_domain, ("base_domain",))
+    allow = DEFAULT_METRICS_ALLOW if top.metrics is None else top.metrics.allow
+    metrics_allow = checker.networks(list(allow), ("metrics", "allow"))
     server_names = None
     if top.server_names is not None:
         server_names = frozenset(
@@ -194,6 +201,7 @@ def _check(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet
         control_database=_control_database(top.control_database, doc),
         idle_timeout=top.idle_timeout,
         max_live_apps=top.max_live_apps,
+        metrics_allow=metrics_allow,
         warnings=tuple(p for p in doc.problems if p.warning),
         text=doc.text,
     )

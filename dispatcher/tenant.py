@@ -45,6 +45,9 @@ class TenantConfig:
     lazy: bool = False
     #: ``None`` when serving; else the ``Retry-After`` seconds its 503 answers carry.
     maintenance: int | None = None
+    #: ``limits: {concurrent: N}``: at most this many of its requests in flight per worker;
+    #: ``None``: the worker's default (its threads - 1, see :mod:`dispatcher.limits`).
+    max_concurrent: int | None = None
     #: ``"tenants.yaml:12"``: where the tenant is defined, for messages about it. Not compared:
     #: moving a tenant within the file does not make it a different tenant.
     source: str = field(default="", compare=False)

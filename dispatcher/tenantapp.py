@@ -36,6 +36,8 @@ from .tenant import TenantConfig
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from .metrics import Metrics
+
 log = logging.getLogger("dispatcher")
 
 #: A failed build is tried again after 1 s, then 2, 4, 8, 16 and from then on every 30 s.
@@ -82,6 +84,7 @@ class TenantApp:
         limit: int | None = None,
         on_built: Callable[[TenantApp], None] | None = None,
         freeze: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.tenant = tenant
         self.name = tenant.name
@@ -99,6 +102,7 @@ class TenantApp:
         #: Move what a build created out of the collector's way (``gc.freeze``) once it is
         #: built: for apps meant to live long (not evictable ones, which must stay collectable).
         self.freeze = freeze
+        self.metrics = metrics
         self._states = states or States()
         self._state = "maintenance" if tenant.maintenance is not None else "lazy"
         self._states.move(self, None, self._state)
@@ -192,6 +196,8 @@ class TenantApp:
                 self._set_state("failed")
             self._building = None
         build.done.set()
+        if self.metrics is not None:
+            self.metrics.build(self.name, app is not None, time.perf_counter() - started)
         if app is not None:
             log.debug("tenant '%s' built in %.3f s", self.name, time.perf_counter() - started)
             if self.freeze:  # a full collection then never scans this app again

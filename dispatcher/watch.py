@@ -70,10 +70,13 @@ class FileWatcher:
         self._seen = file_signature(self.file)
         self._hash = tenant_set.tenants_file_sha256
         self._refused: str | None = None
+        #: Whether the last look found an edit and refused it (it was not valid).
+        self.refused = False
 
     def changed(self, force: bool = False) -> TenantSet | None:
         """The file's new tenant set if it was edited (re-read anyway with ``force``) and is
         valid; else ``None``. Cheap when nothing moved: one ``stat``."""
+        self.refused = False
         signature = file_signature(self.file)
         if signature == self._seen and not force:
             return None
@@ -87,7 +90,7 @@ class FileWatcher:
                 raise ConfigError([unreadable] if unreadable is not None else [])
             tenant_set = load_tenants(self.file, text=text, instance_root=self.instance_root)
         except ConfigError as e:
-            self._refused = digest
+            self._refused, self.refused = digest, True
             log.error(
                 "%s changed but is not valid; still serving the previous tenants. Problems:\n%s",
                 self.file,

@@ -381,6 +381,7 @@ def test_module_help_lists_commands() -> None:
         "clone",
         "nginx-config",
         "status",
+        "top",
     }
 
 

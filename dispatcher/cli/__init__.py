@@ -10,7 +10,7 @@ problem at once, with exit status 1::
 
 The commands live in modules by concern: :mod:`.tenants` (check, list, diff), :mod:`.databases`
 (init-db, migrate, copy-db), :mod:`.run` (serve, shell, exec), :mod:`.lifecycle` (backup,
-restore, archive, clone), :mod:`.fleet` (nginx-config, status).
+restore, archive, clone), :mod:`.fleet` (nginx-config, status), :mod:`.top` (top).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 
 import click
 
-from . import databases, fleet, lifecycle, run, tenants
+from . import databases, fleet, lifecycle, run, tenants, top
 from .common import DEFAULT_FILE, Options
 
 __all__ = ["main"]
@@ -41,7 +41,7 @@ def main(ctx: click.Context, tenants_file: str) -> None:
     ctx.obj = Options(tenants_file)
 
 
-for module in (tenants, databases, run, lifecycle, fleet):
+for module in (tenants, databases, run, lifecycle, fleet, top):
     for command in module.COMMANDS:
         main.add_command(command)
 

@@ -5,6 +5,9 @@
 - ``GET /env``: what nginx and uWSGI passed (host, scheme, forwarded headers) and what the app
   makes of it (``url_for(_external=True)``, ``request.is_secure``, ``remote_addr``).
 - ``GET /redirect``: a redirect to ``url_for("env", _external=True)``.
+- ``GET /hang?until=FILE``: waits until FILE exists (at most 25 s), so a test can hold requests
+  in flight and let them go, with no fixed sleep.
+- ``GET /status?code=N``: answers with any status, even one HTTP does not have (999).
 
 Listed in a tenants file as ``app: tests.e2e.probe_app``.
 """
@@ -15,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, Response, jsonify, redirect, request, url_for
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event, text
 
@@ -73,5 +76,17 @@ def create_app(tenant_config: Any) -> Flask:
     @app.get("/redirect")
     def go() -> Any:
         return redirect(url_for("env", _external=True))
+
+    @app.get("/hang")
+    def hang() -> Any:
+        until = request.args["until"]
+        deadline = time.monotonic() + 25  # under uwsgi.ini's harakiri (30 s)
+        while not os.path.exists(until) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "released"
+
+    @app.get("/status")
+    def status() -> Any:
+        return Response("as you asked", status=int(request.args["code"]))
 
     return app

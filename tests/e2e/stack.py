@@ -32,7 +32,9 @@ base_domain: example.com
 server_names: [app.example.com]
 instance_root: instance
 proxy: {x_for: 1, x_proto: 1, x_host: 1}
-defaults: {app: tests.apps.echo}
+# Above the 4 threads: these load tests send one tenant more concurrent requests than the
+# default limit (threads - 1, DESIGN 11), which tests/e2e/test_metrics.py tests on its own.
+defaults: {app: tests.apps.echo, limits: {concurrent: 8}}
 tenants:
   acme: {path: /acme}
   globex: {path: /globex}

@@ -1,0 +1,302 @@
+"""dispatcher.metrics and dispatcher.metrics_files: what a scrape shows after the request path
+observed some requests, and how the multiprocess folder is kept (DESIGN section 11)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from dispatcher import metrics_files, metrics_render
+from dispatcher.metrics import (
+    CODE_CLASSES,
+    METRIC_NAMES,
+    REQUEST_BUCKETS,
+    STATES,
+    Metrics,
+    code_class,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def samples(text: str | bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape: (name, sorted labels) -> value."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(metrics: Metrics, in_flight=None, states=None) -> dict:
+    body, content_type = metrics.render(in_flight or {}, states or {})
+    assert content_type.startswith("text/plain")
+    return samples(body)
+
+
+def value(found: dict, name: str, **labels: str) -> float | None:
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (200, "2xx"),
+        (101, "1xx"),
+        (599, "5xx"),
+        ("404 NOT FOUND", "4xx"),
+        ("302 FOUND", "3xx"),
+        ("204", "2xx"),
+        # Anything else is clamped, so no app can create a series:
+        (999, "5xx"),
+        (600, "5xx"),
+        (99, "5xx"),
+        (-200, "5xx"),
+        ("999 UNKNOWN", "5xx"),
+        ("2000 OK", "5xx"),
+        ("abc", "5xx"),
+        ("", "5xx"),
+        ("²00 OK", "5xx"),  # a digit to str.isdigit, not to int()
+        ("20", "5xx"),
+    ],
+)
+def test_code_class_comes_from_a_fixed_set(status: int | str, expected: str) -> None:
+    assert code_class(status) == expected
+    assert code_class(status) in CODE_CLASSES
+
+
+def test_flush_adds_up_requests_per_tenant_and_class() -> None:
+    metrics = Metrics()
+    states = {"acme": "ready", "globex": "lazy"}
+    for i in range(300):
+        metrics.observe("acme", "200 OK" if i % 3 else 404, 0.001 * i)
+    metrics.observe("globex", "503 SERVICE UNAVAILABLE", 0.2)
+    metrics.observe("globex", "999 BROKEN", 0.2)
+    found = scrape(metrics, states=states)
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 200
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="4xx") == 100
+    assert value(found, "dispatcher_requests_total", tenant="globex", code="5xx") == 2
+    assert value(found, "dispatcher_request_duration_seconds_count", tenant="acme") == 300
+    # Nothing observed twice: a second scrape shows the same figures.
+    assert scrape(metrics, states=states) == found
+
+
+def test_histogram_written_in_bulk_equals_one_observe_per_request() -> None:
+    durations = [0.0, 0.005, 0.0051, 0.01, 0.3, 1.0, 7.0, 29.0, 31.0, 1000.0] * 7
+    metrics = Metrics()
+    for seconds in durations:
+        metrics.observe("acme", 200, seconds)
+    found = scrape(metrics, states={"acme": "ready"})
+    registry = CollectorRegistry()
+    reference = Histogram(
+        "dispatcher_request_duration_seconds",
+        "reference",
+        ["tenant"],
+        buckets=REQUEST_BUCKETS,
+        registry=registry,
+    )
+    for seconds in durations:
+        reference.labels("acme").observe(seconds)
+    expected = {
+        k: v for k, v in samples(generate_latest(registry)).items() if not k[0].endswith("_created")
+    }
+    ours = {k: v for k, v in found.items() if k[0].startswith("dispatcher_request_duration")}
+    assert ours.keys() == expected.keys()
+    for key, figure in expected.items():
+        assert ours[key] == pytest.approx(figure), key
+
+
+def test_only_tenants_of_the_file_and_fixed_values_become_labels() -> None:
+    metrics = Metrics()
+    metrics.observe("acme", 200, 0.01)
+    metrics.observe("not-a-tenant", 200, 0.01)  # never named by the tenants file
+    metrics.rejected("acme", "concurrency")
+    metrics.rejected("acme", "made-up reason")
+    found = scrape(metrics, states={"acme": "ready", "globex": "no-such-state"})
+    assert metrics.dropped == 2
+    for (name, labels), _ in found.items():
+        labels = dict(labels)
+        assert labels.get("tenant", "acme") in ("acme", "globex"), (name, labels)
+        assert labels.get("code", "2xx") in CODE_CLASSES
+        assert labels.get("state", "ready") in STATES
+        assert labels.get("reason", "concurrency") == "concurrency"
+    assert value(found, "dispatcher_rejected_total", tenant="acme", reason="concurrency") == 1
+    assert not any(dict(labels).get("tenant") == "globex" for _, labels in found)
+
+
+def test_gauges_follow_in_flight_and_state() -> None:
+    metrics = Metrics()
+    found = scrape(metrics, {"acme": 3}, {"acme": "lazy", "globex": "ready"})
+    assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 3
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 1
+    found = scrape(metrics, {}, {"acme": "failed", "globex": "ready"})
+    assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 0
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 0
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="failed") == 1
+    # A reload removed globex: it is in no state on this worker any more.
+    found = scrape(metrics, {}, {"acme": "failed"})
+    assert value(found, "dispatcher_tenant_state", tenant="globex", state="ready") == 0
+
+
+def test_builds_and_reloads_are_counted() -> None:
+    metrics = Metrics()
+    metrics.build("acme", True, 0.2)
+    metrics.build("acme", False, 0.1)
+    metrics.reload(True, 0.05)
+    metrics.reload(False, 0.01)
+    found = scrape(metrics, states={"acme": "failed"})
+    assert value(found, "dispatcher_builds_total", tenant="acme", result="ok") == 1
+    assert value(found, "dispatcher_builds_total", tenant="acme", result="failed") == 1
+    assert value(found, "dispatcher_build_duration_seconds_count", tenant="acme") == 2
+    assert value(found, "dispatcher_reloads_total", result="ok") == 1
+    assert value(found, "dispatcher_reloads_total", result="failed") == 1
+    assert value(found, "dispatcher_reload_duration_seconds_count") == 1
+
+
+def test_every_metric_of_design_section_11_is_shown() -> None:
+    metrics = Metrics()
+    metrics.observe("acme", 200, 0.01)
+    metrics.rejected("acme", "concurrency")
+    metrics.build("acme", True, 0.1)
+    metrics.reload(True, 0.1)
+    body, _ = metrics.render({"acme": 1}, {"acme": "ready"})
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    shown = {n + "_total" if n + "_total" in METRIC_NAMES else n for n in names}
+    assert shown == set(METRIC_NAMES)
+
+
+def test_no_count_is_lost_while_threads_observe_and_flush() -> None:
+    metrics = Metrics()
+    states = {"acme": "ready"}
+    stop = threading.Event()
+
+    def flush_all_the_time() -> None:
+        while not stop.is_set():
+            metrics.flush({}, states)
+
+    def send() -> None:
+        for _ in range(5000):
+            metrics.observe("acme", 200, 0.001)
+
+    flusher = threading.Thread(target=flush_all_the_time)
+    flusher.start()
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    stop.set()
+    flusher.join()
+    found = scrape(metrics, states=states)
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 20000
+
+
+# -- The multiprocess folder -------------------------------------------------------------------
+
+WORKER = """
+import os, sys
+from dispatcher.metrics import Metrics
+metrics = Metrics(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+for _ in range(int(sys.argv[1])):
+    metrics.observe("acme", 200, 0.01)
+metrics.rejected("acme", "concurrency")
+metrics.flush({"acme": 2}, {"acme": "ready"})
+print(os.getpid())
+"""
+
+
+def run_worker(folder: Path, requests: int) -> int:
+    """A process that writes its figures to ``folder`` as a uWSGI worker does, then exits."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(WORKER), str(requests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def folder_scrape(folder: Path) -> dict:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return samples(generate_latest(registry))
+
+
+def test_dead_workers_gauges_go_and_their_counts_stay(tmp_path: Path) -> None:
+    first, second, third = (
+        run_worker(tmp_path, 10),
+        run_worker(tmp_path, 5),
+        run_worker(tmp_path, 1),
+    )
+    found = folder_scrape(tmp_path)
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 16
+    assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 6
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 3
+
+    assert metrics_files.tidy(str(tmp_path), frozenset({third})) == sorted([first, second])
+    found = folder_scrape(tmp_path)
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 16
+    assert value(found, "dispatcher_rejected_total", tenant="acme", reason="concurrency") == 3
+    assert value(found, "dispatcher_request_duration_seconds_count", tenant="acme") == 16
+    assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 2
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
+
+    # The last one dies too: merged into the existing archive, nothing counted twice.
+    assert metrics_files.tidy(str(tmp_path), frozenset()) == [third]
+    found = folder_scrape(tmp_path)
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 16
+    assert (
+        value(found, "dispatcher_request_duration_seconds_bucket", tenant="acme", le="0.01") == 16
+    )
+    assert value(found, "dispatcher_requests_in_flight", tenant="acme") is None
+    files = metrics_files.worker_files(str(tmp_path))
+    assert files == ["counter_archive.db", "histogram_archive.db"]
+    assert metrics_files.tidy(str(tmp_path), frozenset()) == []
+
+
+def test_a_new_server_start_removes_only_gone_servers_folders(tmp_path: Path) -> None:
+    master, started = 4242, 1000
+    gone_pid = _exited_pid()
+    keep = {
+        f"{master}-{started}",  # this server
+        f"{os.getpid()}-7",  # another server on the same folder, still running
+        "notes",  # not a server's folder
+    }
+    remove = {f"{gone_pid}-5", f"{master}-999"}  # a gone server; this master's previous start
+    for name in keep | remove:
+        (tmp_path / name).mkdir()
+    metrics_files._remove_old_servers(str(tmp_path), master, started)
+    assert {p.name for p in tmp_path.iterdir()} == keep
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_scrape_adds_up_the_files_in_a_child_process(tmp_path: Path) -> None:
+    run_worker(tmp_path, 7)
+    run_worker(tmp_path, 3)
+    from_child = samples(metrics_render.render_in_child(str(tmp_path)))
+    assert from_child == samples(metrics_render.render_folder(str(tmp_path)))
+    assert value(from_child, "dispatcher_requests_total", tenant="acme", code="2xx") == 10
+
+
+def test_the_child_runs_the_environment_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under uWSGI, sys.executable is the uwsgi program: the virtualenv's python3 runs."""
+    monkeypatch.setattr(sys, "executable", str(ROOT / ".venv" / "bin" / "uwsgi"))
+    assert metrics_render.python() == os.path.join(sys.exec_prefix, "bin", "python3")
