@@ -35,6 +35,18 @@ SIDES = [
     Side("middleware", "werkzeug `DispatcherMiddleware` alone, 10,000 mounts", 1),
     Side("path", "dispatcher, path tenant, 10,000 tenants", 10_000),
     Side("host", "dispatcher, host tenant, 10,000 tenants", 10_000),
+    Side(
+        "path-unmetered",
+        "dispatcher, path tenant, metrics off (`allow: []`)",
+        10_000,
+        file="unmetered",
+    ),
+    Side(
+        "host-unmetered",
+        "dispatcher, host tenant, metrics off (`allow: []`)",
+        10_000,
+        file="unmetered",
+    ),
     Side("path-evict", "dispatcher, path tenant, eviction on", 10_000, file="evict"),
     Side("host-evict", "dispatcher, host tenant, eviction on", 10_000, file="evict"),
     Side("404", "an unknown path (404), 10,000 tenants", 10_000, routed=False, status=404),
@@ -74,9 +86,10 @@ def name(i: int) -> str:
 
 
 #: ``mixed``: lazy tenants, the first half by path and the rest by subdomain; ``evict``: the
-#: same with eviction on; ``hosts``: host tenants only, all in maintenance (they answer 503
-#: without building an app, so that a request can go to each of 10,000 in turn).
-FILES = ("mixed", "evict", "hosts")
+#: same with eviction on; ``unmetered``: with metrics off; ``hosts``: host tenants only, all in
+#: maintenance (they answer 503 without building an app, so that a request can go to each of
+#: 10,000 in turn).
+FILES = ("mixed", "evict", "unmetered", "hosts")
 
 
 def tenants_file(work: Path, count: int, kind: str) -> Path:
@@ -92,6 +105,8 @@ def tenants_file(work: Path, count: int, kind: str) -> Path:
     ]
     if kind == "evict":
         lines += ["idle_timeout: 900", "max_live_apps: 1000"]
+    if kind == "unmetered":
+        lines += ["metrics: {allow: []}"]
     if kind == "hosts":
         lines += [f"defaults: {{app: {APP}, maintenance: true}}", "tenants:"]
         lines += [f"  {name(i)}: {{subdomain: {name(i)}}}" for i in range(count)]

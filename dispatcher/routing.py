@@ -116,6 +116,8 @@ class Routes:
         self.states = states
         self.metrics = metrics
         self.held = held & tenants.keys()
+        self._states_version = -1
+        self._states: dict[str, str] = {}
         targets: dict[str, Target] = dict(tenants)
         for name in self.held:
             retry_after = tenants[name].tenant.maintenance or 60
@@ -181,11 +183,16 @@ class Routes:
         return response(environ, start_response)
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, str]]:
-        """For the metrics: requests in flight (tenants that have some) and every state."""
-        held = self.held
+        """For the metrics: requests in flight (tenants that have some) and every state (made
+        again only when a state changed: the metrics compare it once a second)."""
         in_flight = {name: len(h.flight) for name, h in self.tenants.items() if h.flight}
-        states = {n: "maintenance" if n in held else h.state for n, h in self.tenants.items()}
-        return in_flight, states
+        if self._states_version != self.states.version:
+            self._states_version = self.states.version
+            held = self.held
+            self._states = {
+                n: "maintenance" if n in held else h.state for n, h in self.tenants.items()
+            }
+        return in_flight, self._states
 
     def counts(self) -> dict[str, int]:
         """Tenants per state, held ones counted as in maintenance: constant time per call."""
@@ -216,6 +223,8 @@ class Dispatcher:
         install_record_factory()
         self.metrics = process_metrics(tenant_set.instance_root)
         self._record = self.metrics.record
+        #: Whether requests are measured: not when nobody may read them (``allow: []``).
+        self._metered = bool(tenant_set.metrics_allow)
         self.states = States()
         self.secrets = SecretKeys()
         self.live = LiveApps(tenant_set.idle_timeout, tenant_set.max_live_apps)
@@ -292,30 +301,32 @@ class Dispatcher:
             return _NOT_FOUND(environ, start_response)
         flight = target.flight
         flight.append(None)  # atomic: counted in flight with no lock
-        said = _Said()  # what the app answers, for the metrics
-        said.status = "500"  # until the app says otherwise: one that raises has failed
-        said.start_response = start_response
-        respond = said.respond
-
-        started = perf_counter()
+        said = None
+        if self._metered:  # someone may read the metrics (metrics: allow:): keep the status
+            said = _Said()
+            said.status = "500"  # until the app says otherwise: one that raises has failed
+            said.start_response = start_response
+            said.started = perf_counter()
+            start_response = said.respond
         try:
             if len(flight) > target.limit:
                 self.metrics.rejected(target.name, "concurrency")
-                return _BUSY(environ, respond)
+                return _BUSY(environ, start_response)
             target.used = True
             app = target.app
             if app is None:  # not built (yet): build it, or answer 503
-                return target.serve_unbuilt(environ, respond)  # type: ignore[union-attr]
-            return app(environ, respond)
+                return target.serve_unbuilt(environ, start_response)  # type: ignore[union-attr]
+            return app(environ, start_response)
         except BaseException as e:
             if isinstance(e, Exception) or operator_interrupt(e):
                 raise
             # SystemExit (or the like) from a view: it must not end the worker.
             log.error("tenant '%s': a request raised %s; answered 500", target.name, repr(e))
-            return _ERROR(environ, respond)
+            return _ERROR(environ, start_response)
         finally:
             flight.pop()
-            self._record((target.name, said.status, perf_counter() - started))  # deque.append
+            if said is not None:  # one deque.append; the background thread adds them up
+                self._record((target.name, said.status, perf_counter() - said.started))
 
     def _set_routes(self, routes: Routes) -> None:
         self.routes = routes  # one attribute store: a request sees the old table or the new
@@ -372,6 +383,7 @@ class Dispatcher:
         self.live.idle_timeout = tenant_set.idle_timeout
         self.live.max_live_apps = tenant_set.max_live_apps
         self.create_databases = tenant_set.create_databases
+        self._metered = bool(tenant_set.metrics_allow)
         handles = self._handles(tenant_set, old.tenants)
         _build_eager(h for h in handles.values() if h is not old.tenants.get(h.name))
         self._set_routes(Routes(tenant_set, handles, self.states, self.metrics, self._held))
@@ -558,8 +570,9 @@ class _Said:
     (a closure over a local costs twice as much, docs/benchmarks.md).
     """
 
-    __slots__ = ("start_response", "status")
+    __slots__ = ("start_response", "started", "status")
     start_response: StartResponse
+    started: float
     status: str
 
     def respond(self, status: str, headers: Any, exc_info: Any = None) -> Any:

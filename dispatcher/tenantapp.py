@@ -58,10 +58,13 @@ class States:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter(dict.fromkeys(STATES, 0))
         self.failed: dict[str, TenantApp] = {}
+        #: Moves by one at every change: whoever keeps a view of the states knows it is stale.
+        self.version = 0
         self._lock = threading.Lock()
 
     def move(self, handle: TenantApp, old: str | None, new: str | None) -> None:
         with self._lock:
+            self.version += 1
             if old is not None:
                 self.counts[old] -= 1
             if new is not None:
