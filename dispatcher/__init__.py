@@ -12,9 +12,9 @@ See README.md and docs/ for tenants.yaml, the CLI (``python -m dispatcher``), th
 from __future__ import annotations
 
 from .build import build_app
+from .dispatch import Dispatcher
 from .errors import BackupError, BuildError, DispatcherError, IsolationError
 from .problems import ConfigError, Problem
-from .routing import Dispatcher
 from .serve import create_dispatcher, flask_app
 from .spec import TenantSet, check_tenants, load_tenants
 from .tenant import TenantConfig

@@ -19,9 +19,9 @@ from flask import Flask
 from werkzeug.exceptions import NotFound
 from werkzeug.serving import is_running_from_reloader, run_simple
 
+from .dispatch import Dispatcher
 from .logs import configure_logging
 from .problems import ConfigError
-from .routing import Dispatcher
 from .running import served_before
 from .spec import load_tenants
 

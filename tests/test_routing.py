@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, EnvironBuilder
 
 from dispatcher import Dispatcher, TenantApp, load_tenants
@@ -366,3 +367,53 @@ def test_each_dispatcher_is_independent(write_tenants: Callable[[str], Path]) ->
     path = write_tenants("version: 1\ntenants: {acme: {app: tests.apps.echo, path: /acme}}")
     first, second = Dispatcher(load_tenants(path)), Dispatcher(load_tenants(path))
     assert first.tenants["acme"].app is not second.tenants["acme"].app
+
+
+SPLIT_MOUNTS = ("/acme", "/eu/acme", "/t1")
+SPLIT_PATHS = [
+    "/acme", "/acme/", "/acme/x", "/acme//x", "/acme/x/", "/acme/x/y/z", "/acmex", "/acm",
+    "/", "", "/eu/acme", "/eu/acme/", "/eu/acme/x/y", "/eu", "/eu/", "/eu/x", "/eu/acmex",
+    "/acme/eu/acme", "/t1/t1", "/T1", "/caf\u00e9", "/acme/\u00e9",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("script_name", ["", "/prefix"])
+@pytest.mark.parametrize("path", SPLIT_PATHS)
+def test_path_split_is_werkzeugs(
+    make_dispatcher: Callable[[str], Dispatcher], path: str, script_name: str
+) -> None:
+    """DESIGN 5: path mounts split SCRIPT_NAME/PATH_INFO exactly as werkzeug's
+    DispatcherMiddleware does (which the dispatcher no longer calls, for speed): the same
+    mount chosen, or none, and the same two values handed to the tenant's app."""
+    tenants = "".join(f"  m{i}: {{path: {m}}}\n" for i, m in enumerate(SPLIT_MOUNTS))
+    dispatcher = make_dispatcher(
+        f"version: 1\ndefaults: {{app: tests.apps.echo, lazy: true}}\ntenants:\n{tenants}"
+    )
+    seen: list[tuple[str, str, str]] = []
+
+    def recorder(mount: str) -> Callable[..., list[bytes]]:
+        def app(environ: dict[str, str], start_response: Callable[..., object]) -> list[bytes]:
+            seen.append((mount, environ["SCRIPT_NAME"], environ["PATH_INFO"]))
+            start_response("200 OK", [])
+            return []
+
+        return app
+
+    werkzeug = DispatcherMiddleware(recorder("none"), {m: recorder(m) for m in SPLIT_MOUNTS})
+
+    def split(app: Callable[..., object]) -> tuple[str, str, str]:
+        """(mount, SCRIPT_NAME, PATH_INFO) the app was handed; ("none", "", "") if none."""
+        seen.clear()
+        environ = EnvironBuilder(path="/", headers={"Host": "localhost"}).get_environ()
+        environ.update(SCRIPT_NAME=script_name, PATH_INFO=path, REQUEST_URI=path or "/")
+        app(environ, lambda *args: None)
+        return seen[0] if seen and seen[0][0] != "none" else ("none", "", "")
+
+    handles = list(dispatcher.tenants.values())
+    try:
+        for handle, mount in zip(handles, SPLIT_MOUNTS, strict=True):
+            handle.app = recorder(mount)  # type: ignore[assignment]
+        assert split(dispatcher) == split(werkzeug)
+    finally:
+        for handle in handles:
+            handle.app = None

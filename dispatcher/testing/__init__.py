@@ -35,8 +35,8 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.test import Client
 
 from ..database import dispose_engines
+from ..dispatch import Dispatcher
 from ..errors import IsolationError
-from ..routing import Dispatcher
 from ..tenant import TenantConfig
 from .selection import (
     MARKERS,
