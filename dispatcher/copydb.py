@@ -20,7 +20,7 @@ from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from . import rules
-from .build import build_app
+from .build import built_app
 from .database import app_engines
 from .errors import CopyError
 from .holds import held
@@ -34,14 +34,15 @@ def copy_database(
     tenant_set: TenantSet, tenant: TenantConfig, target_url: str
 ) -> list[tuple[str, int]]:
     """Copy ``tenant``'s tables and rows to ``target_url``; return (table, rows) verified."""
-    source_app = build_app(tenant, create_schema=False)
     url = rules.parse_database_url(target_url)
     if url is None:
         raise CopyError(f"'{target_url}' is not a database URL")
     target_uri = rules.with_default_driver(url).render_as_string(hide_password=False)
     target = dataclasses.replace(tenant, database_uri=target_uri)
-    target_app = build_app(target, create_database=True)  # schema created as for a new tenant
-    try:
+    with (
+        built_app(tenant, create_schema=False) as source_app,
+        built_app(target, create_database=True) as target_app,  # a new tenant's schema
+    ):
         tables = _tables(source_app)
         source, destination = _engine(source_app), _engine(target_app)
         with held(tenant_set, tenant.name, "copying"):
@@ -50,10 +51,6 @@ def copy_database(
                 copied = [(table.name, _copy_table(read, write, table)) for table in tables]
                 _reset_sequences(write, tables)
             return _verify(source, destination, copied, tables)
-    finally:
-        for app in (source_app, target_app):
-            for engine in app_engines(app):
-                engine.dispose()
 
 
 def _tables(app: Flask) -> list[Table]:

@@ -9,11 +9,9 @@ from pathlib import Path
 import click
 
 from ..budget import budget_warnings, uwsgi_workers
-from ..build import build_app
-from ..database import dispose_engines
+from ..build import built_app
 from ..errors import BuildError
 from ..holds import store_for
-from ..logs import tenant_context
 from ..migrate import database_revision
 from ..problems import ConfigError
 from ..running import running_text
@@ -93,15 +91,13 @@ def list_tenants(ctx: click.Context, build: bool, archived: bool) -> None:
 
 
 def _build_state(tenant: TenantConfig) -> str:
-    with tenant_context(tenant.name):
-        try:
-            app = build_app(tenant)
-        except BuildError as e:
-            return f"failed: {e}"
-        except Exception as e:
-            return f"failed: {type(e).__name__}: {e}"
-    dispose_engines(app)
-    return "ready"
+    try:
+        with built_app(tenant):
+            return "ready"
+    except BuildError as e:
+        return f"failed: {e}"
+    except Exception as e:
+        return f"failed: {type(e).__name__}: {e}"
 
 
 @click.command()
