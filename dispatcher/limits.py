@@ -4,7 +4,7 @@ A uWSGI worker has a fixed number of threads. If one tenant's requests hang, the
 every thread and every other tenant would wait. So each tenant may have at most N requests in
 flight per worker, N from ``limits: {concurrent: N}`` (tenant, then ``defaults``), else the
 worker's threads minus one: whatever one tenant does, each worker keeps a thread for the
-others. One more request is answered 503 with ``Retry-After`` at once (after :data:`GRACE`)::
+others. One more request is answered 503 with ``Retry-After`` at once::
 
     limit = concurrency_limit(tenant.max_concurrent, worker_threads())   # None: no limit
 
@@ -16,10 +16,6 @@ thread per request, so one tenant cannot take the threads another needs).
 from __future__ import annotations
 
 import functools
-
-#: Seconds a request beyond the limit waits for a slot before its 503: the threads of requests
-#: that have just been answered may still be waiting for the interpreter lock to close them.
-GRACE = 0.02
 
 #: ``Retry-After`` of a request refused because its tenant has too many in flight: a hanging
 #: neighbour is the tenant's own; trying again a second later is cheap for everyone.

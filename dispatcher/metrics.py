@@ -95,7 +95,7 @@ class Metrics:
         )
         self._duration = Histogram(
             "dispatcher_request_duration_seconds",
-            "Time from a request's arrival at its tenant until its response is closed.",
+            "Time from a request's arrival at its tenant until its app returned the response.",
             ["tenant"],
             buckets=REQUEST_BUCKETS,
             registry=registry,
