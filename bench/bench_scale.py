@@ -162,9 +162,9 @@ def alternate(round_: int, sides: list[Any]) -> list[Any]:
 def inprocess_child(tenants_file: str, mount: str, blocks: int, pairs: int, batch: int) -> None:
     """Run in a fresh interpreter: print per-request microseconds of each side as JSON.
 
-    Besides the two sides compared (the ``Dispatcher`` callable, the Flask app called
-    directly), two inner layers are timed the same way, to show where the overhead goes: the
-    tenant's handle (``TenantApp.__call__``) and the routing table (``Routes.route``)."""
+    The two sides compared: the ``Dispatcher`` callable (one layer: it routes and serves),
+    and the Flask app called directly. Where the dispatcher's instructions go, layer by layer
+    and function by function: ``bench_instructions.py --annotate``."""
     from werkzeug.test import EnvironBuilder
 
     from dispatcher import create_dispatcher
@@ -199,8 +199,6 @@ def inprocess_child(tenants_file: str, mount: str, blocks: int, pairs: int, batc
     sides: list[tuple[str, Callable[..., Iterable[bytes]], dict[str, Any]]] = [
         ("dispatcher", dispatch, through),
         ("direct", app, direct),
-        ("handle", handle, direct),
-        ("route", dispatch.routes.wsgi_app, through),
     ]
     for _, side, environ in sides:
         run(side, environ)
@@ -263,8 +261,6 @@ def bench_inprocess(tenants: Tenants, args: argparse.Namespace) -> Results:
                 "dispatcher": through,
                 "overhead_us": overhead,
                 "overhead_pct": percent,
-                "handle_us": added(times, "handle"),
-                "route_us": added(times, "route"),
                 "tight_us": measured["tight_us"],
             }
         )
@@ -283,33 +279,26 @@ def section_inprocess(r: Results, args: argparse.Namespace) -> str:
         f"{args.batch} requests: {args.blocks} blocks of {args.pairs} rounds each; a block's "
         "figure is the median of its paired differences, and the table gives median (min-max) "
         "over the blocks. Lazy tenants; the measured one is built and warm. Where the overhead "
-        "goes is timed the same way, layer by layer: the tenant's handle alone "
-        "(`TenantApp.__call__`: the tenant's logging context), then the routing table "
-        "(`Routes.route`: host checks, the path mount through `DispatcherMiddleware`), then the "
-        "whole `Dispatcher.__call__` (its once-a-second reload check); this split, a "
-        "difference of medians, is noisier than the total (about ±1-2 µs per layer). "
+        "goes, in instructions: `bench_instructions.py --annotate path`. "
         f"Machine: {machine()}.",
         "",
         "| mount | tenants | app direct, µs | through the dispatcher, µs | overhead, µs "
-        "| **overhead, % of direct** | of which: handle, µs | + routing, µs "
-        "| + `Dispatcher.__call__`, µs | the same code in a tight loop, µs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| **overhead, % of direct** | the same code in a tight loop, µs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         mount = row["mount"] + (", eviction on" if row["evict"] else "")
-        handle, route, total = row["handle_us"], row["route_us"], row["overhead_us"]
+        total = row["overhead_us"]
         lines.append(
             f"| {mount} | {thousands(row['tenants'])} | {spread(row['direct'])} "
             f"| {spread(row['dispatcher'])} | {spread(total, 2)} "
-            f"| **{spread(row['overhead_pct'], 2)}** | {med(handle):.1f} "
-            f"| {med(route) - med(handle):.1f} | {med(total) - med(route):.1f} "
-            f"| {row['tight_us']:.1f} |"
+            f"| **{spread(row['overhead_pct'], 2)}** | {row['tight_us']:.1f} |"
         )
     lines += [
         "",
-        "Eviction on means `idle_timeout: 900` and `max_live_apps: 1000`: each lazy tenant's "
-        "handle then counts its requests in flight (a lock, and a `ClosingIterator` around the "
-        "body). The last column times the same dispatcher code around an app that does nothing, "
+        "Eviction on means `idle_timeout: 900` and `max_live_apps: 1000` (the request path is "
+        "the same: every tenant's requests are counted in flight, without a lock). The last "
+        "column times the same dispatcher code around an app that does nothing, "
         "in a tight loop (best of 20 batches): beside a real request, whose work pushes the "
         "dispatcher's code and data out of the CPU caches, each layer costs several times "
         "that, and that is what a server pays.",
@@ -776,14 +765,12 @@ def section_summary(results: dict[str, Results]) -> str:
         for row in results["inprocess"]["rows"]:
             if row["tenants"] != 10_000 or row["evict"]:
                 continue
-            handle, route, total = (med(row[k]) for k in ("handle_us", "route_us", "overhead_us"))
+            total = med(row["overhead_us"])
             notes.append(
-                f"Dispatch overhead, {row['mount']} mounts: of {total:.1f} µs, the tenant's "
-                f"handle (its logging context) takes {handle:.1f}, the routing table "
-                f"{route - handle:.1f}, `Dispatcher.__call__` (reload check) "
-                f"{total - route:.1f}; the same code costs {row['tight_us']:.1f} µs in a tight "
-                "loop, so it is the number of layers and steps per request, not the tenant "
-                "count, that costs."
+                f"Dispatch overhead, {row['mount']} mounts: {total:.1f} µs; the same code "
+                f"costs {row['tight_us']:.1f} µs in a tight loop, so it is the steps per "
+                "request, not the tenant count, that cost (instructions: "
+                "`bench_instructions.py --annotate`)."
             )
     boot = results["boot"]
     n = max(c for k, c in boot["configs"] if k == "lazy")

@@ -126,7 +126,7 @@ class TenantApp:
 
     @property
     def in_flight(self) -> int:
-        """Requests being served, counted until their response is closed."""
+        """Requests being served: counted while the tenant's app handles them."""
         return len(self.flight)
 
     def serve_unbuilt(
