@@ -152,6 +152,8 @@ class Dispatcher:
         elif target is NOWHERE:
             return NOT_FOUND(environ, start_response)
         flight = target.flight
+        if flight is None:  # the tenant's first request
+            flight = target.first_flight()  # type: ignore[union-attr]  # Answers have one
         flight.append(None)  # atomic: counted in flight with no lock
         said = None
         if self._metered:  # someone may read the metrics (metrics: allow:): keep the status
