@@ -308,6 +308,7 @@ class Dispatcher:
         self, tenant_set: TenantSet, running: dict[str, TenantApp]
     ) -> dict[str, TenantApp]:
         evicting = self.live.enabled
+        builder = self._build  # one bound method for them all, not one each
         handles: dict[str, TenantApp] = {}
         for tenant in tenant_set.enabled:
             handle = running.get(tenant.name)
@@ -315,7 +316,7 @@ class Dispatcher:
                 on_built = self.live.built if tenant.lazy and evicting else None
                 handle = TenantApp(
                     tenant,
-                    self._build,
+                    builder,
                     states=self.states,
                     limit=concurrency_limit(tenant.max_concurrent, worker_threads()),
                     on_built=on_built,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+_NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
+
 #: Seconds a maintenance tenant asks clients to wait, unless ``maintenance: {retry_after: N}``.
 DEFAULT_RETRY_AFTER = 300
 
@@ -53,7 +55,9 @@ class TenantConfig:
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.config, MappingProxyType):
+        if not self.config:  # most tenants: one shared empty mapping (100,000 tenants: 10 MB)
+            object.__setattr__(self, "config", _NO_CONFIG)
+        elif not isinstance(self.config, MappingProxyType):
             object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
 
     @property
