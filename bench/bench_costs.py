@@ -19,6 +19,7 @@ Run from the repository root (about 3 minutes; part of ``make bench``)::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from bench.issue15 import summary_section
 from bench.report import ROOT, spread
 from bench.results import save
 from bench.sections import costs_section, migrate_marginal
+
+#: The plugin row of issue 15: the setup and teardown of `client` alone.
+WORKLOAD = "client only"
 
 BENCHMARKS = ("migrate", "plugin", "boot")
 
@@ -94,19 +98,21 @@ def bench_plugin_costs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for backend, database, tests in backends:
         baseline_env: dict[str, str] = {}
+        baseline_database = f"bench_baseline_{os.getpid()}"  # another run may share the server
         if database:
-            plugin.postgres_database("bench_baseline", create=True)
-            baseline_env["BENCH_DATABASE"] = f"{database}/bench_baseline"
+            plugin.postgres_database(baseline_database, create=True)
+            baseline_env["BENCH_DATABASE"] = f"{database}/{baseline_database}"
+        body = plugin.WORKLOADS[WORKLOAD]
         projects = {
             "plugin": (
                 plugin.make_project(
-                    work / f"plugin-{backend}", plugin.PLUGIN_CONFTEST, tests, database
+                    work / f"plugin-{backend}", plugin.PLUGIN_CONFTEST, body, tests, database
                 ),
                 {},
             ),
             "baseline": (
                 plugin.make_project(
-                    work / f"baseline-{backend}", plugin.BASELINE_CONFTEST, tests, None
+                    work / f"baseline-{backend}", plugin.BASELINE_CONFTEST, body, tests, None
                 ),
                 baseline_env,
             ),
@@ -119,7 +125,7 @@ def bench_plugin_costs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     per_test[side].append(statistics.median(overheads[1:]))  # first: imports
         finally:
             if database:
-                plugin.postgres_database("bench_baseline", create=False)
+                plugin.postgres_database(baseline_database, create=False)
         found[backend] = per_test | {"tests": tests}
     return found
 
