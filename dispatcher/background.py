@@ -17,6 +17,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from .holds import CHECK_INTERVAL
+from .uwsgi_api import on_fork_child, uwsgi_api
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -32,10 +33,13 @@ class Ticker:
         self.dispatcher = weakref.ref(dispatcher)
         self.wake = threading.Event()
         self.stopped = False
-        self.start()
+        self.pid = 0
+        if not _in_uwsgi_master():  # there, the workers start theirs as they are forked
+            self.start()
         _restart_after_fork(self)
 
     def start(self) -> None:
+        self.pid = os.getpid()
         self.thread = threading.Thread(target=self.run, name="dispatcher ticks", daemon=True)
         self.thread.start()
 
@@ -57,26 +61,24 @@ class Ticker:
         self.wake.set()
 
 
+def _in_uwsgi_master() -> bool:
+    """Whether this is uWSGI's master loading the app before it forks the workers (no
+    ``lazy-apps``): a thread there would reload and build in a process that serves nothing."""
+    uwsgi = uwsgi_api()
+    return uwsgi is not None and uwsgi.worker_id() == 0
+
+
 def _restart_after_fork(ticker: Ticker) -> None:
-    """A forked child (a uWSGI worker without lazy-apps) has none of its parent's threads."""
+    """A forked child (a uWSGI worker without lazy-apps) has none of its parent's threads:
+    start one in each."""
     ref = weakref.ref(ticker)
 
     def restart() -> None:
         found = ref()
-        # Both hooks may run for one fork: start one thread, in a child that has none.
-        if found is not None and not found.stopped and not found.thread.is_alive():
+        # Both hooks may run for one fork: start one thread per process. (Not
+        # ``thread.is_alive()``: after uWSGI's fork in C, Python still takes the parent's
+        # thread for alive.)
+        if found is not None and not found.stopped and found.pid != os.getpid():
             found.start()
 
-    os.register_at_fork(after_in_child=restart)
-    try:  # uWSGI forks its workers in C: os.register_at_fork does not see it
-        import uwsgi
-    except ImportError:
-        return
-    previous = getattr(uwsgi, "post_fork_hook", None)
-
-    def post_fork() -> None:
-        if previous is not None:
-            previous()
-        restart()
-
-    uwsgi.post_fork_hook = post_fork
+    on_fork_child(restart)

@@ -42,6 +42,7 @@ from .isolation import (
 )
 from .logs import tenant_context, use_dispatcher_logging
 from .tenant import TenantConfig
+from .uwsgi_api import on_fork_child, uwsgi_api
 
 __all__ = ["BuildError", "TenantCodeError", "app_engines", "build_app", "built_app"]
 
@@ -133,18 +134,43 @@ def operator_interrupt(error: BaseException) -> bool:
         return False
     if threading.current_thread() is not threading.main_thread():
         return False
-    try:
-        import uwsgi  # noqa: F401
-    except ImportError:
-        return True
-    return False
+    return uwsgi_api() is None
+
+
+#: The build locks this process holds, by file descriptor. A lock belongs to the open file,
+#: which a fork shares: a child forked in the middle of a build (a uWSGI master without
+#: lazy-apps, still building a slow tenant) would hold it for ever, and its own builds of that
+#: tenant would wait on it for ever. The child lets go of its copies (:func:`_drop_parents_locks`).
+_locks_held: set[int] = set()
 
 
 @contextlib.contextmanager
 def _build_lock(folder: str) -> Iterator[None]:
     with open(os.path.join(folder, BUILD_LOCK), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
-        yield
+        _locks_held.add(f.fileno())
+        try:
+            yield
+        finally:
+            _locks_held.discard(f.fileno())
+
+
+def _drop_parents_locks() -> None:
+    """In a forked child: the parent's build locks are the parent's. Each descriptor is
+    pointed at /dev/null rather than closed, so its number stays taken (the parent's thread,
+    absent here, still owns the file object)."""
+    if not _locks_held:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in _locks_held:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
+    _locks_held.clear()
+
+
+on_fork_child(_drop_parents_locks)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 
+from .uwsgi_api import uwsgi_api
+
 #: ``Retry-After`` of a request refused because its tenant has too many in flight: a hanging
 #: neighbour is the tenant's own; trying again a second later is cheap for everyone.
 RETRY_AFTER = 1
@@ -25,9 +27,8 @@ RETRY_AFTER = 1
 @functools.cache
 def worker_threads() -> int | None:
     """The threads of this uWSGI worker; ``None`` outside uWSGI (no fixed pool of threads)."""
-    try:
-        import uwsgi
-    except ImportError:
+    uwsgi = uwsgi_api()
+    if uwsgi is None:
         return None
     # uwsgi.opt["threads"] is a list when the option is given twice (ini and command line);
     # uwsgi.cores is what the worker actually runs: one core per thread.

@@ -30,6 +30,8 @@ import re
 import shutil
 from collections.abc import Iterator
 
+from .uwsgi_api import uwsgi_api
+
 log = logging.getLogger("dispatcher")
 
 #: An operator's parent folder for the servers' metrics folders (e.g. on tmpfs, /run/...).
@@ -45,9 +47,8 @@ _LOCK = ".lock"
 def uwsgi_server() -> tuple[int, int, frozenset[int]] | None:
     """This uWSGI server's master pid, start time and workers' pids; ``None`` outside uWSGI
     or without a master (then each process is on its own)."""
-    try:
-        import uwsgi
-    except ImportError:
+    uwsgi = uwsgi_api()
+    if uwsgi is None:
         return None
     master = int(uwsgi.masterpid())
     if not master:

@@ -18,6 +18,7 @@ import threading
 
 from .problems import ConfigError
 from .spec import TenantSet, load_tenants
+from .uwsgi_api import uwsgi_api
 from .yamlfile import parse_yaml, read_text
 
 log = logging.getLogger("dispatcher")
@@ -88,9 +89,8 @@ def _instance_root(file: str) -> str:
 
 
 def _uwsgi_master_pid() -> int | None:
-    try:
-        import uwsgi
-    except ImportError:  # not running under uWSGI
+    uwsgi = uwsgi_api()
+    if uwsgi is None:  # not running under uWSGI
         return None
     return int(uwsgi.masterpid()) or None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -190,8 +191,9 @@ class TenantApp:
         with self._lock:
             if self.app is not None:
                 return None
-            if self._building is not None:
+            if self._building is not None and self._building.pid == os.getpid():
                 return self._building
+            # (A build of the process this one was forked from has no thread here: build anew.)
             if time.monotonic() < self._retry_at:
                 return None
             self._building = build = _Build(self)
@@ -280,6 +282,7 @@ class _Build:
 
     def __init__(self, handle: TenantApp) -> None:
         self.handle = handle
+        self.pid = os.getpid()
         self.deadline = time.monotonic() + BUILD_WAIT
         self.done = threading.Event()
         self.thread = threading.Thread(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import textwrap
 import time
 import uuid
@@ -60,6 +61,15 @@ def no_leaked_context() -> Iterator[None]:
     yield
     assert _cv_request.get(None) is None, "a test leaked a request context"
     assert _cv_app.get(None) is None, "a test leaked an app context"
+
+
+@pytest.fixture(autouse=True)
+def sys_path_restored() -> Iterator[None]:
+    """Loading a tenants file puts its folder on ``sys.path`` (so its tenant packages import);
+    each test's folder is gone after it, and must not shadow modules in later tests."""
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
 
 
 @pytest.fixture

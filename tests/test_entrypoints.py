@@ -22,6 +22,7 @@ from flask import Flask
 from werkzeug.test import Client
 
 from dispatcher import ConfigError, Dispatcher
+from dispatcher.uwsgi_api import uwsgi_api
 from tests.conftest import ECHO_TENANTS, ROOT
 
 WriteTenants = Callable[..., Path]
@@ -105,6 +106,22 @@ def test_wsgi_defaults_to_tenants_yaml_beside_it(
     ns = runpy.run_path(str(wsgi))
     assert tenant_at(ns["application"], "/acme/") == "acme"
     assert (tmp_path / "instance" / "acme").is_dir()
+
+
+def test_a_uwsgi_folder_beside_the_tenants_file_is_not_taken_for_uwsgi(
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path
+) -> None:
+    # Servers keep logs and sockets in a uwsgi/ folder beside tenants.yaml, whose folder is on
+    # sys.path: outside uWSGI, `import uwsgi` then finds an empty namespace package.
+    (tmp_path / "uwsgi").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "uwsgi", raising=False)
+    import uwsgi  # noqa: F401  # the folder, not uWSGI
+
+    assert uwsgi_api() is None
+    application = run_wsgi(monkeypatch, write_tenants(ECHO_TENANTS))["application"]
+    assert tenant_at(application, "/acme/") == "acme"
+    assert application.metrics.folder is None  # figures in this process, as outside uWSGI
 
 
 def test_wsgi_bad_file_raises_config_error(

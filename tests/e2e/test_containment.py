@@ -6,6 +6,7 @@ The servers here listen with ``--http-socket`` (no nginx: what is tested is uWSG
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import textwrap
 from collections import Counter
@@ -152,22 +153,29 @@ def test_twenty_fresh_boots_of_a_seeding_factory_answer_every_first_request(
 
 
 def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path: Path) -> None:
-    """Without lazy-apps, uWSGI loads the app in the master and forks: each worker's
-    background thread is started again after the fork, so edits still reach every worker."""
+    """Without lazy-apps, uWSGI loads the app in the master and forks: each worker starts its
+    own background thread (the master runs none), so edits still reach every worker; a build
+    still running in the master when it forked is made anew in each worker."""
     extra = tmp_path / "no-lazy-apps.ini"
     extra.write_text("[uwsgi]\nlazy-apps = false\n")
-    base = """\
+    release = tmp_path / "go"
+    base = f"""\
         version: 1
         server_names: [localhost]
-        defaults: {app: "tests.apps.hostile:ordinary"}
+        defaults: {{app: "{HOSTILE}:ordinary"}}
         tenants:
-          acme: {path: /acme}
+          acme: {{path: /acme}}
+          stuck: {{path: /stuck, app: "{HOSTILE}:hangs", config: {{HANG_UNTIL_FILE: {release}}}}}
     """
-    server = serve(base, ("--ini", str(extra)))
+    server = serve(base, ("--ini", str(extra)))  # the master waits 10 s for stuck, then forks
     server.file.write_text(textwrap.dedent(base) + "  added: {path: /added}\n")
+    release.touch()
+    master_threads = f"/proc/{server.uwsgi.pid}/task"
+    wait_for(lambda: len(os.listdir(master_threads)) == 1, "the master's build thread to end")
 
-    def every_worker_serves_it() -> bool:
+    def every_worker_serves(url: str) -> bool:
         with ThreadPoolExecutor(8) as pool:
-            return set(pool.map(server.get, ["/added/"] * 16)) == {200}
+            return set(pool.map(server.get, [url] * 16)) == {200}
 
-    wait_for(every_worker_serves_it, "both workers to serve the added tenant", timeout=5)
+    wait_for(lambda: every_worker_serves("/added/"), "both workers to serve the added tenant")
+    wait_for(lambda: every_worker_serves("/stuck/"), "both workers to build the stuck tenant")
