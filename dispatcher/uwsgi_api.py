@@ -11,11 +11,12 @@ imported, and must be uWSGI's own (no import spec, and its API).
 import os
 import sys
 from collections.abc import Callable
-from types import ModuleType
+from typing import Any
 
 
-def uwsgi_api() -> ModuleType | None:
-    """uWSGI's ``uwsgi`` module inside a uWSGI process, ``None`` anywhere else."""
+def uwsgi_api() -> Any:
+    """uWSGI's ``uwsgi`` module inside a uWSGI process, ``None`` anywhere else. (``Any``: the
+    module is made in C and has no type stubs.)"""
     module = sys.modules.get("uwsgi")
     if module is None or module.__spec__ is not None or not hasattr(module, "masterpid"):
         return None
