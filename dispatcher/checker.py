@@ -22,12 +22,10 @@ from typing import Any
 from . import rules
 from .problems import Path
 from .schema import Defaults, Limits, Pool, Tenant, salvage, validate
-from .tenant import TenantConfig
+from .tenant import Network, TenantConfig
 from .yamlfile import YamlDocument
 
 DEFAULT_DATABASE = "sqlite:///{instance_path}/app.db"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PLACEHOLDERS = ("name", "instance_path")

@@ -20,11 +20,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from .problems import Path
-from .tenant import DEFAULT_RETRY_AFTER
+from .tenant import DEFAULT_METRICS_ALLOW, DEFAULT_RETRY_AFTER
 from .yamlfile import YamlDocument
-
-#: Who may read ``/_dispatcher/metrics`` when the file has no ``metrics:``: this host only.
-DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1")
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Model = TypeVar("Model", bound=BaseModel)

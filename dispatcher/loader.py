@@ -12,78 +12,17 @@ them all, :func:`check_tenants` returns them (with warnings) for ``python -m dis
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Mapping
 
 from . import rules
-from .checker import Checker, Network
+from .checker import Checker
 from .problems import ConfigError, Problem
-from .rules import RESERVED_PREFIX
-from .schema import DEFAULT_METRICS_ALLOW, Defaults, Proxy, TenantsFile, salvage, validate
-from .tenant import TenantConfig
+from .schema import Defaults, TenantsFile, salvage, validate
+from .tenant import DEFAULT_METRICS_ALLOW, TenantSet
 from .yamlfile import YamlDocument, parse_yaml, read_text
 
-__all__ = ["RESERVED_PREFIX", "TenantSet", "check_tenants", "load_tenants"]
-
-
-@dataclass(frozen=True)
-class TenantSet:
-    """A validated tenants file: its tenants (disabled ones too) and its global settings."""
-
-    file: str
-    tenants: tuple[TenantConfig, ...]
-    base_domain: str | None = None
-    #: Hosts on which path mounts answer; ``None`` means any host.
-    server_names: frozenset[str] | None = None
-    proxy: Proxy | None = None
-    #: The folder holding the tenants' instance folders (absolute).
-    instance_root: str = ""
-    #: Create a tenant's missing (PostgreSQL) database when its app is first built.
-    create_databases: bool = False
-    #: A PostgreSQL database every node shares for cluster-wide holds and migration locks.
-    control_database: str | None = None
-    #: Lazy tenants' apps idle this many seconds are dropped (and rebuilt when needed).
-    idle_timeout: int | None = None
-    #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
-    max_live_apps: int | None = None
-    #: Clients (by the address ``proxy`` establishes) that may read ``/_dispatcher/metrics``.
-    metrics_allow: tuple[Network, ...] = field(
-        default_factory=lambda: tuple(map(ipaddress.ip_network, DEFAULT_METRICS_ALLOW))
-    )
-    warnings: tuple[Problem, ...] = ()
-    #: The file's content as loaded (newlines as they are in the file).
-    text: str = field(default="", repr=False, compare=False)
-
-    @cached_property
-    def tenants_file_sha256(self) -> str:
-        """Hex sha256 of the file's bytes as loaded: nodes serving the same file agree."""
-        return text_sha256(self.text)
-
-    @property
-    def enabled(self) -> tuple[TenantConfig, ...]:
-        """The tenants that are mounted."""
-        return tuple(t for t in self.tenants if t.enabled)
-
-    def __getitem__(self, name: str) -> TenantConfig:
-        for tenant in self.tenants:
-            if tenant.name == name:
-                return tenant
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[TenantConfig]:
-        return iter(self.tenants)
-
-    def __len__(self) -> int:
-        return len(self.tenants)
-
-
-def text_sha256(text: str) -> str:
-    """The hex sha256 of a tenants file whose content (read with ``newline=""``) is ``text``."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+__all__ = ["check_tenants", "load_tenants"]
 
 
 def load_tenants(
