@@ -1,4 +1,10 @@
-"""Load tenants.yaml into a :class:`TenantSet`: every rule of the file format, checked at once.
+"""Load tenants.yaml into a :class:`~dispatcher.tenant.TenantSet`: every rule, checked at once.
+
+The road from the file to each tenant's :class:`~dispatcher.tenant.TenantConfig`:
+:func:`check_tenants` parses the file (:mod:`dispatcher.yamlfile`), checks the top-level fields
+here (their shape in :mod:`dispatcher.schema`), reads each entry under ``tenants:`` with
+:class:`~dispatcher.tenantentry.TenantEntries`, then reports what tenants share that they may
+not (:mod:`dispatcher.clashes`).
 
 Loading is pure: it reads the file and the environment, imports no tenant code (app modules are
 found with ``importlib.util.find_spec``) and creates nothing on disk, so a bad file changes

@@ -2,8 +2,10 @@
 
 Pydantic checks types, required and unknown fields, and reports every error with its location;
 :func:`validate` turns those locations back into file lines and writes messages an operator can
-act on. Rules that span several fields or tenants (mounts, clashes, shared databases) live in
-:mod:`dispatcher.spec`. Strict mode is on: ``path: 5`` or ``app: no`` are errors, not coerced.
+act on. Rules that span several fields live in :mod:`dispatcher.tenantentry` (a tenant's mount,
+app and database) and :mod:`dispatcher.loader` (the top level); rules across tenants (shared
+paths, hosts, databases) in :mod:`dispatcher.clashes`. Strict mode is on: ``path: 5`` or
+``app: no`` are errors, not coerced.
 
 ::
 
