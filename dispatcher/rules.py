@@ -45,20 +45,18 @@ class Fault(NamedTuple):
 def path_fault(path: str) -> Fault | None:
     """Why a path mount is invalid, and how to fix it; ``None`` if it is fine."""
     segments = path.split("/")[1:]
-    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
-    fix = f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
     if not path.startswith("/"):
-        return Fault("must start with '/'", fix)
+        return Fault("must start with '/'", _path_fix(path))
     if path == "/":
         return Fault("is the root", "Give it a segment, like '/acme'; a whole host is 'hosts:'")
     if path.endswith("/"):
-        return Fault("must not end with '/'", fix)
+        return Fault("must not end with '/'", _path_fix(path))
     if path != path.lower():
-        return Fault("must be lower-case", fix)
+        return Fault("must be lower-case", _path_fix(path))
     if "" in segments:
-        return Fault("has an empty segment ('//')", fix)
+        return Fault("has an empty segment ('//')", _path_fix(path))
     if "." in segments or ".." in segments:
-        return Fault("has a '.' or '..' segment", fix)
+        return Fault("has a '.' or '..' segment", _path_fix(path))
     if not all(_SEGMENT.fullmatch(s) for s in segments):
         return Fault(
             "has characters outside a-z, 0-9, '.', '_' and '-'", "Use only those characters"
@@ -68,6 +66,12 @@ def path_fault(path: str) -> Fault | None:
             f"is under '{RESERVED_PREFIX}', reserved for the dispatcher", "Choose another path"
         )
     return None
+
+
+def _path_fix(path: str) -> str:
+    """How to fix an invalid path: the path cleaned up (computed only for invalid ones)."""
+    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
+    return f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
 
 
 def normalise_host_name(raw: str) -> str:
