@@ -105,13 +105,7 @@ def _read(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet 
     report_clashes(doc, entries.claims, server_names)
     _warn_yaml_booleans(doc)
     if server_names is None and any(t.path is not None for t in tenants):
-        doc.problem(
-            ("server_names",),
-            "path mounts answer on any Host header",
-            "Set 'server_names: [app.example.com]' to the hosts they serve",
-            line=doc.line(("tenants",)),
-            warning=True,
-        )
+        _warn_path_mounts_on_any_host(doc)
     control_database = _control_database(top.control_database, doc)
     return TenantSet(
         file=doc.file,
@@ -211,6 +205,17 @@ def _tenant_entries(doc: YamlDocument) -> dict[Any, Any]:
         )
         return {}
     return raw_tenants or {}
+
+
+def _warn_path_mounts_on_any_host(doc: YamlDocument) -> None:
+    """Without ``server_names``, a path tenant answers whatever Host a client sends."""
+    doc.problem(
+        ("server_names",),
+        "path mounts answer on any Host header",
+        "Set 'server_names: [app.example.com]' to the hosts they serve",
+        line=doc.line(("tenants",)),
+        warning=True,
+    )
 
 
 def _warn_yaml_booleans(doc: YamlDocument) -> None:
