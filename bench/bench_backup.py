@@ -41,7 +41,7 @@ from dispatcher.backup_postgres import TOOL_ENV
 from dispatcher.database import dispose_engines
 from dispatcher.holds import held
 from dispatcher.lifecycle import restore
-from dispatcher.spec import TenantSet
+from dispatcher.tenant import TenantSet
 
 HEADING = "## Backups: backup and restore of a 100,000-row tenant (bench/bench_backup.py)"
 SERVER = "postgresql://postgres@127.0.0.1:5432"

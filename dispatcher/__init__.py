@@ -14,10 +14,10 @@ from __future__ import annotations
 from .build import build_app
 from .dispatch import Dispatcher
 from .errors import BackupError, BuildError, DispatcherError, IsolationError
+from .loader import check_tenants, load_tenants
 from .problems import ConfigError, Problem
 from .serve import create_dispatcher, flask_app
-from .spec import TenantSet, check_tenants, load_tenants
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 from .tenantapp import TenantApp
 
 __all__ = [

@@ -29,10 +29,10 @@ from .backup import NothingToBackUp, Taken, backend, backup_tenant, default_fold
 from .backup_archive import create, disk_error
 from .errors import BackupError
 from .holds import held
+from .loader import load_tenants
 from .problems import ConfigError
 from .restore_files import one_at_a_time
-from .spec import TenantSet, load_tenants
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 
 #: Under the instance root: the folders of archived tenants.
 ARCHIVE_FOLDER = ".archive"

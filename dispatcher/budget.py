@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from .spec import TenantSet
+from .tenant import TenantSet
 
 #: Connections PostgreSQL keeps for superusers by default (superuser_reserved_connections).
 RESERVED = 3

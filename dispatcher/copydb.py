@@ -24,8 +24,7 @@ from .build import built_app
 from .database import app_engines
 from .errors import CopyError
 from .holds import held
-from .spec import TenantSet
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 
 BATCH = 1000
 

@@ -42,8 +42,7 @@ from .routing import (
 )
 from .rules import RESERVED_PREFIX
 from .running import record_running
-from .spec import TenantSet
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 from .tenantapp import States, TenantApp
 from .watch import FileWatcher, compare
 

@@ -34,7 +34,7 @@ from .errors import DispatcherError
 from .watch import file_signature
 
 if TYPE_CHECKING:
-    from .spec import TenantSet
+    from .tenant import TenantSet
 
 log = logging.getLogger("dispatcher")
 

@@ -37,8 +37,7 @@ from .errors import BackupError
 from .holds import held
 from .migrate import head_revision
 from .restore_files import InstanceFiles, one_at_a_time, scratch
-from .spec import TenantSet
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 
 Say = Callable[[str], None]
 

@@ -302,7 +302,7 @@ class _WithoutCreated:
 
 
 class NullMetrics:
-    """Metrics that go nowhere: a :class:`~dispatcher.build.TenantApp` made on its own."""
+    """Metrics that go nowhere: a :class:`~dispatcher.tenantapp.TenantApp` made on its own."""
 
     def __init__(self) -> None:
         self.record = collections.deque[tuple[str, int | str, float]](maxlen=0).append

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-    from .checker import Network
+    from .tenant import Network
 
 #: Headers by which a proxy says whom it forwards for (RFC 7239 ``Forwarded`` and the usual
 #: de-facto ones).

@@ -41,8 +41,7 @@ from .build import built_app
 from .database import app_engines, migrations_folder, upgrade_to_head
 from .holds import held
 from .rules import absolute_sqlite, find_spec_without_import
-from .spec import TenantSet
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet
 
 
 @dataclass(frozen=True)

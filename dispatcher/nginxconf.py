@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import jinja2
 
 from .rules import HOST
-from .spec import TenantSet
+from .tenant import TenantSet
 
 __all__ = ["NginxConfigError", "Tls", "nginx_config", "parse_node"]
 

@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response
 from .metrics import Metrics
 from .metrics_access import allowed
 from .rules import RESERVED_PREFIX
-from .spec import TenantSet
+from .tenant import TenantSet
 from .tenantapp import STATES, States, TenantApp
 
 if TYPE_CHECKING:

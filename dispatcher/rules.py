@@ -1,11 +1,12 @@
 """The single-value rules of tenants.yaml: names, paths, hosts, app modules, database URLs.
 
-Pure functions, each answering "what is wrong with this value and how to fix it", so the loader
-(:mod:`dispatcher.spec`) can apply them to a tenant's own fields and, quietly, to the fields of
-a tenant that has other errors (its path still takes part in the clash checks)::
+Pure functions, each answering "what is wrong with this value and how to fix it" as a
+:class:`Fault` (or ``None``), so :mod:`dispatcher.tenantentry` and :mod:`dispatcher.loader`
+can report it at the value's place in the file, and can apply the same rule, quietly, to the
+fields of a tenant that has other errors (its path still takes part in the clash checks)::
 
-    path_problem("/Acme/")      # ("must not end with '/'", "Write '/acme'")
-    host_problem("a.com:80")    # ("'a.com:80' is not a host name", "Write the bare host ...")
+    path_fault("/Acme/")      # Fault("must not end with '/'", "Write '/acme'")
+    host_fault("a.com:80")    # Fault("'a.com:80' is not a host name", "Write the bare host ...")
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pkgutil
 import re
 import sys
 from importlib.machinery import ModuleSpec, PathFinder
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import URL, make_url
 
@@ -32,28 +33,45 @@ _SEGMENT = re.compile(r"[a-z0-9._-]+")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
 
 
-def path_problem(path: str) -> tuple[str, str]:
-    """Why a path mount is invalid, and how to fix it; ``("", "")`` if it is fine."""
+class Fault(NamedTuple):
+    """What is wrong with a value, and how to fix it."""
+
+    message: str
+    fix: str
+    #: Where inside the value checked: ``("SQLALCHEMY_BINDS",)`` in a ``config``.
+    field: tuple[str, ...] = ()
+
+
+def path_fault(path: str) -> Fault | None:
+    """Why a path mount is invalid, and how to fix it; ``None`` if it is fine."""
     segments = path.split("/")[1:]
-    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
-    fix = f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
     if not path.startswith("/"):
-        return "must start with '/'", fix
+        return Fault("must start with '/'", _path_fix(path))
     if path == "/":
-        return "is the root", "Give it a segment, like '/acme'; a whole host is 'hosts:'"
+        return Fault("is the root", "Give it a segment, like '/acme'; a whole host is 'hosts:'")
     if path.endswith("/"):
-        return "must not end with '/'", fix
+        return Fault("must not end with '/'", _path_fix(path))
     if path != path.lower():
-        return "must be lower-case", fix
+        return Fault("must be lower-case", _path_fix(path))
     if "" in segments:
-        return "has an empty segment ('//')", fix
+        return Fault("has an empty segment ('//')", _path_fix(path))
     if "." in segments or ".." in segments:
-        return "has a '.' or '..' segment", fix
+        return Fault("has a '.' or '..' segment", _path_fix(path))
     if not all(_SEGMENT.fullmatch(s) for s in segments):
-        return "has characters outside a-z, 0-9, '.', '_' and '-'", "Use only those characters"
+        return Fault(
+            "has characters outside a-z, 0-9, '.', '_' and '-'", "Use only those characters"
+        )
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-        return f"is under '{RESERVED_PREFIX}', reserved for the dispatcher", "Choose another path"
-    return "", ""
+        return Fault(
+            f"is under '{RESERVED_PREFIX}', reserved for the dispatcher", "Choose another path"
+        )
+    return None
+
+
+def _path_fix(path: str) -> str:
+    """How to fix an invalid path: the path cleaned up (computed only for invalid ones)."""
+    clean = [s for s in path.lower().split("/") if s not in ("", ".", "..")]
+    return f"Write '/{'/'.join(clean)}'" if clean else "Write a path such as '/acme'"
 
 
 def normalise_host_name(raw: str) -> str:
@@ -61,25 +79,25 @@ def normalise_host_name(raw: str) -> str:
     return raw.lower().removesuffix(".")
 
 
-def host_problem(raw: str) -> tuple[str, str]:
-    """Why a host name (for ``hosts``, ``base_domain``, ...) is invalid; ``("", "")`` if fine."""
+def host_fault(raw: str) -> Fault | None:
+    """Why a host name (for ``hosts``, ``base_domain``, ...) is invalid; ``None`` if fine."""
     host = normalise_host_name(raw)
     if ":" in host or "/" in host:
-        return (
+        return Fault(
             f"'{raw}' is not a host name",
             "Write the bare host, without scheme, port or path: hosts match whatever the port",
         )
     if "*" in host:
-        return (
+        return Fault(
             f"'{raw}' is a wildcard",
             "List each host, or use 'subdomain:' with 'base_domain' for *.domain tenants",
         )
     if len(host) > 253 or not HOST.fullmatch(host):
-        return (
+        return Fault(
             f"'{raw}' is not a valid host name",
             "Use DNS labels of letters, digits and '-', joined by dots",
         )
-    return "", ""
+    return None
 
 
 def database_key(url: URL) -> tuple[Any, ...]:
@@ -104,30 +122,30 @@ _OWNED_CONFIG = {
 }
 
 
-def config_problems(config: Any) -> list[tuple[tuple[str, ...], str, str]]:
+def config_faults(config: Any) -> list[Fault]:
     """Keys of a tenant's (or the defaults') ``config`` that could reach another tenant's
-    database, each as (key path, message, fix)."""
+    database, each a :class:`Fault` whose ``field`` is the key's path in ``config``."""
     if not isinstance(config, dict):
         return []
-    problems: list[tuple[tuple[str, ...], str, str]] = [
-        (
-            (key,),
+    faults = [
+        Fault(
             f"'{key}' is not allowed in config: the dispatcher sets each tenant's database",
             fix,
+            (key,),
         )
         for key, fix in _OWNED_CONFIG.items()
         if key in config
     ]
     options = config.get("SQLALCHEMY_ENGINE_OPTIONS")
     if isinstance(options, dict) and "connect_args" in options:
-        problems.append(
-            (
-                ("SQLALCHEMY_ENGINE_OPTIONS", "connect_args"),
+        faults.append(
+            Fault(
                 "connection arguments in config can point the tenant at another database",
                 "Put driver options in the 'database:' URL's query, e.g. '?sslmode=require'",
+                ("SQLALCHEMY_ENGINE_OPTIONS", "connect_args"),
             )
         )
-    return problems
+    return faults
 
 
 def plain_sqlite_file(url: str, instance_path: str) -> str | None:

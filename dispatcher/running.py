@@ -16,8 +16,9 @@ import logging
 import os
 import threading
 
+from .loader import load_tenants
 from .problems import ConfigError
-from .spec import TenantSet, load_tenants
+from .tenant import TenantSet
 from .uwsgi_api import uwsgi_api
 from .yamlfile import parse_yaml, read_text
 

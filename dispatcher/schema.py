@@ -2,8 +2,10 @@
 
 Pydantic checks types, required and unknown fields, and reports every error with its location;
 :func:`validate` turns those locations back into file lines and writes messages an operator can
-act on. Rules that span several fields or tenants (mounts, clashes, shared databases) live in
-:mod:`dispatcher.spec`. Strict mode is on: ``path: 5`` or ``app: no`` are errors, not coerced.
+act on. Rules that span several fields live in :mod:`dispatcher.tenantentry` (a tenant's mount,
+app and database) and :mod:`dispatcher.loader` (the top level); rules across tenants (shared
+paths, hosts, databases) in :mod:`dispatcher.clashes`. Strict mode is on: ``path: 5`` or
+``app: no`` are errors, not coerced.
 
 ::
 
@@ -20,11 +22,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from .problems import Path
-from .tenant import DEFAULT_RETRY_AFTER
+from .tenant import DEFAULT_METRICS_ALLOW, DEFAULT_RETRY_AFTER
 from .yamlfile import YamlDocument
-
-#: Who may read ``/_dispatcher/metrics`` when the file has no ``metrics:``: this host only.
-DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1")
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Model = TypeVar("Model", bound=BaseModel)

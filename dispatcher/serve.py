@@ -20,10 +20,10 @@ from werkzeug.exceptions import NotFound
 from werkzeug.serving import is_running_from_reloader, run_simple
 
 from .dispatch import Dispatcher
+from .loader import load_tenants
 from .logs import configure_logging
 from .problems import ConfigError
 from .running import served_before
-from .spec import load_tenants
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication

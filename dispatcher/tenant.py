@@ -1,8 +1,9 @@
-"""What a tenant app's factory receives: one tenant's resolved, read-only settings.
+"""What loading tenants.yaml gives: a :class:`TenantConfig` per tenant, in a :class:`TenantSet`.
 
-The loader (:mod:`dispatcher.spec`) turns each entry of ``tenants.yaml`` into a
-:class:`TenantConfig`, with defaults merged, ``${VAR}`` expanded and the database URL filled in.
-A factory reads it and never reads ``tenants.yaml`` itself::
+The loader (:mod:`dispatcher.loader`) turns each entry of ``tenants.yaml`` into a
+:class:`TenantConfig` (:mod:`dispatcher.tenantentry`), with defaults merged, ``${VAR}``
+expanded and the database URL filled in, and gathers them with the file's global settings in a
+:class:`TenantSet`. A factory reads its ``TenantConfig`` and never reads ``tenants.yaml``::
 
     def create_app(tenant_config):
         app = Flask(__name__, instance_path=tenant_config.instance_path,
@@ -15,15 +16,27 @@ A factory reads it and never reads ``tenants.yaml`` itself::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import ipaddress
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .problems import Problem
+    from .schema import Proxy
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
 
 #: Seconds a maintenance tenant asks clients to wait, unless ``maintenance: {retry_after: N}``.
 DEFAULT_RETRY_AFTER = 300
+
+#: Who may read ``/_dispatcher/metrics`` when the file has no ``metrics:``: this host only.
+DEFAULT_METRICS_ALLOW = ("127.0.0.0/8", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +101,59 @@ class TenantConfig:
         if self.maintenance is not None:
             return "maintenance"
         return "lazy" if self.lazy else "eager"
+
+
+@dataclass(frozen=True)
+class TenantSet:
+    """A validated tenants file: its tenants (disabled ones too) and its global settings."""
+
+    file: str
+    tenants: tuple[TenantConfig, ...]
+    base_domain: str | None = None
+    #: Hosts on which path mounts answer; ``None`` means any host.
+    server_names: frozenset[str] | None = None
+    proxy: Proxy | None = None
+    #: The folder holding the tenants' instance folders (absolute).
+    instance_root: str = ""
+    #: Create a tenant's missing (PostgreSQL) database when its app is first built.
+    create_databases: bool = False
+    #: A PostgreSQL database every node shares for cluster-wide holds and migration locks.
+    control_database: str | None = None
+    #: Lazy tenants' apps idle this many seconds are dropped (and rebuilt when needed).
+    idle_timeout: int | None = None
+    #: At most this many lazy tenants' apps are kept built per worker (least recently used go).
+    max_live_apps: int | None = None
+    #: Clients (by the address ``proxy`` establishes) that may read ``/_dispatcher/metrics``.
+    metrics_allow: tuple[Network, ...] = field(
+        default_factory=lambda: tuple(map(ipaddress.ip_network, DEFAULT_METRICS_ALLOW))
+    )
+    warnings: tuple[Problem, ...] = ()
+    #: The file's content as loaded (newlines as they are in the file).
+    text: str = field(default="", repr=False, compare=False)
+
+    @cached_property
+    def tenants_file_sha256(self) -> str:
+        """Hex sha256 of the file's bytes as loaded: nodes serving the same file agree."""
+        return text_sha256(self.text)
+
+    @property
+    def enabled(self) -> tuple[TenantConfig, ...]:
+        """The tenants that are mounted."""
+        return tuple(t for t in self.tenants if t.enabled)
+
+    def __getitem__(self, name: str) -> TenantConfig:
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[TenantConfig]:
+        return iter(self.tenants)
+
+    def __len__(self) -> int:
+        return len(self.tenants)
+
+
+def text_sha256(text: str) -> str:
+    """The hex sha256 of a tenants file whose content (read with ``newline=""``) is ``text``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -17,9 +17,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .loader import load_tenants
 from .problems import ConfigError
-from .spec import TenantSet, load_tenants, text_sha256
-from .tenant import TenantConfig
+from .tenant import TenantConfig, TenantSet, text_sha256
 from .yamlfile import read_text
 
 log = logging.getLogger("dispatcher")

@@ -1,5 +1,5 @@
 """The YAML layer of tenants.yaml (DESIGN §3): ``${VAR}`` expansion that cannot inject YAML,
-anchors and merge keys, and YAML 1.1 words. Bad YAML is covered by test_spec.test_bad_input."""
+anchors and merge keys, and YAML 1.1 words. Bad YAML is covered by test_loader.test_bad_input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from dispatcher import check_tenants, load_tenants, yamllimits
 from dispatcher.yamlfile import YamlDocument, parse_yaml
-from tests.test_spec import Files, T, files_fixture
+from tests.test_loader import Files, T, files_fixture
 
 files = pytest.fixture(files_fixture)
 

@@ -23,10 +23,10 @@ from sqlalchemy.engine import make_url
 
 from ..build import build_app
 from ..errors import BuildError
+from ..loader import load_tenants
 from ..logs import tenant_context
 from ..problems import ConfigError
-from ..spec import TenantSet, load_tenants
-from ..tenant import TenantConfig
+from ..tenant import TenantConfig, TenantSet
 
 log = logging.getLogger("dispatcher")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -25,8 +25,7 @@ from ..errors import DispatcherError
 from ..lifecycle import clone as clone_tenant
 from ..lifecycle import restore as restore_archive
 from ..logs import configure_logging, tenant_context
-from ..spec import TenantSet
-from ..tenant import TenantConfig
+from ..tenant import TenantConfig, TenantSet
 from .common import load, tenants_file_option
 
 

@@ -12,10 +12,10 @@ from ..budget import budget_warnings, uwsgi_workers
 from ..build import built_app
 from ..errors import BuildError
 from ..holds import store_for
+from ..loader import check_tenants, load_tenants
 from ..migrate import database_revision
 from ..problems import ConfigError
 from ..running import running_text
-from ..spec import check_tenants, load_tenants
 from ..tenant import TenantConfig
 from ..watch import compare
 from .common import load, tenants_file, tenants_file_option, without_secrets

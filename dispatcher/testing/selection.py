@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from ..loader import load_tenants
 from ..problems import ConfigError
-from ..spec import TenantSet, load_tenants
-from ..tenant import TenantConfig
+from ..tenant import TenantConfig, TenantSet
 
 #: Tenants are loaded onto this root and moved onto temporary folders test by test, so that
 #: nothing can ever be created in the real instance/ (it is never created here either).

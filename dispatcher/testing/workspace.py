@@ -33,8 +33,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..build import build_app
 from ..database import app_engines, create_new_schema, dispose_engines
-from ..spec import TenantSet
-from ..tenant import TenantConfig
+from ..tenant import TenantConfig, TenantSet
 from .folders import FolderImage
 from .postgres import Server, Snapshot
 from .reuse import AppState, check_config, copy_config

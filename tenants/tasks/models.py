@@ -1,7 +1,7 @@
 """The tasks app's tables: users, their API tokens, and the tasks each of them owns.
 
 Table names are explicit and plural so they are valid unquoted on PostgreSQL too (``user`` is
-a reserved word there). Tokens are stored as SHA-256 hashes only (:mod:`.tokens`)::
+a reserved word there). Tokens are stored as SHA-256 hashes only (:mod:`.auth`)::
 
     task = Task(user_id=user.id, title="Renew passport", due=date(2026, 3, 1))
 """

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from dispatcher.build import app_engines, build_app
-from dispatcher.spec import load_tenants
+from dispatcher.loader import load_tenants
 from tenants.tasks.extensions import db
 from tenants.tasks.models import ApiToken, User
 

@@ -463,6 +463,12 @@ def test_clean_file_has_no_problems(files: Files) -> None:
     assert tenant_set is not None and problems == []
 
 
+def test_a_host_named_twice_by_one_tenant_is_no_clash(files: Files) -> None:
+    """A tenant's subdomain may also be in its own hosts: hosts clash between tenants only."""
+    tenant_set = files.load(T("a: {subdomain: a, hosts: [A.localhost.]}"))
+    assert set(tenant_set["a"].hosts) == {"a.localhost"}
+
+
 # -- 5. unreadable files ----------------------------------------------------------------------
 
 
