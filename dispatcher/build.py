@@ -137,37 +137,40 @@ def operator_interrupt(error: BaseException) -> bool:
     return uwsgi_api() is None
 
 
-#: The build locks this process holds, by file descriptor. A lock belongs to the open file,
-#: which a fork shares: a child forked in the middle of a build (a uWSGI master without
-#: lazy-apps, still building a slow tenant) would hold it for ever, and its own builds of that
-#: tenant would wait on it for ever. The child lets go of its copies (:func:`_drop_parents_locks`).
-_locks_held: set[int] = set()
+#: The build locks this process holds: file descriptor -> the pid that took it. A lock belongs
+#: to the open file, which a fork shares: a child forked in the middle of a build (a uWSGI
+#: master without lazy-apps, still building a slow tenant) would hold it for ever, and its own
+#: builds of that tenant would wait on it for ever. The child lets go of its copies
+#: (:func:`_drop_parents_locks`).
+_locks_held: dict[int, int] = {}
 
 
 @contextlib.contextmanager
 def _build_lock(folder: str) -> Iterator[None]:
     with open(os.path.join(folder, BUILD_LOCK), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
-        _locks_held.add(f.fileno())
+        _locks_held[f.fileno()] = os.getpid()
         try:
             yield
         finally:
-            _locks_held.discard(f.fileno())
+            _locks_held.pop(f.fileno(), None)
 
 
 def _drop_parents_locks() -> None:
-    """In a forked child: the parent's build locks are the parent's. Each descriptor is
-    pointed at /dev/null rather than closed, so its number stays taken (the parent's thread,
-    absent here, still owns the file object)."""
-    if not _locks_held:
+    """After a fork, in the child: the parent's build locks are the parent's. Each descriptor
+    is pointed at /dev/null rather than closed, so its number stays taken (the parent's thread,
+    absent here, still owns the file object). (uWSGI also calls this hook, without forking,
+    in a lone process without a master: its own locks are kept.)"""
+    parents = [fd for fd, pid in _locks_held.items() if pid != os.getpid()]
+    if not parents:
         return
     null = os.open(os.devnull, os.O_RDONLY)
     try:
-        for fd in _locks_held:
+        for fd in parents:
             os.dup2(null, fd)
+            del _locks_held[fd]
     finally:
         os.close(null)
-    _locks_held.clear()
 
 
 on_fork_child(_drop_parents_locks)
