@@ -62,8 +62,9 @@ class Ticker:
 
 
 def _in_uwsgi_master() -> bool:
-    """Whether this is uWSGI's master loading the app before it forks the workers (no
-    ``lazy-apps``): a thread there would reload and build in a process that serves nothing."""
+    """Whether uWSGI loads the app before it has workers (no ``lazy-apps``): in a master, a
+    thread would reload and build in a process that serves nothing. (Without a master the
+    process becomes worker 1 next; uWSGI's post-fork hook starts the thread there too.)"""
     uwsgi = uwsgi_api()
     return uwsgi is not None and uwsgi.worker_id() == 0
 
