@@ -21,7 +21,9 @@ bench/tiny.py (``GET /`` answers ``ok``), so the dispatcher's share of a request
 - ``404``, ``health``: an unknown path and ``GET /_dispatcher/health`` at 10,000 tenants, and
   ``health-100``, ``health-100000`` at 100 and 100,000 tenants;
 - ``host-hit``, ``host-miss``: 10,000 host tenants in maintenance (a 503 without building an
-  app), the same host every time, or each host in turn (more hosts than the host cache holds).
+  app), the same host every time, or each host in turn (more hosts than the host cache holds;
+  every host is asked once before counting: a tenant's first request in a worker also makes
+  its in-flight count, once, which is not the lookup measured here).
 
 A run of every side writes docs/benchmarks.md and bench/results/instructions.json; ``--quick``,
 ``--sides`` and ``--annotate`` only print.
