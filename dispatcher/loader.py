@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import rules
-from .clashes import report_clashes
 from .problems import ConfigError, Path, Problem
 from .schema import Defaults, TenantsFile, salvage, validate
 from .tenant import DEFAULT_METRICS_ALLOW, Network, TenantSet
@@ -98,11 +97,12 @@ def _read(doc: YamlDocument, root: str, instance_root: str | None) -> TenantSet 
         instance_root=instance_root,
         defaults=defaults,
         base_domain=base_domain,
+        server_names=server_names,
         broken_defaults=broken_defaults,
         reported=reported,
     )
     tenants = [t for name, raw in raw_tenants.items() if (t := entries.read(name, raw))]
-    report_clashes(doc, entries.claims, server_names)
+    entries.clashes.report()
     _warn_yaml_booleans(doc)
     if server_names is None and any(t.path is not None for t in tenants):
         _warn_path_mounts_on_any_host(doc)

@@ -3,13 +3,13 @@
 :class:`TenantEntries` applies the rules of a tenant's entry, merged over ``defaults``: its
 name, mount (path, subdomain or hosts), app module, database URL and config. Every rule adds a
 :class:`~dispatcher.problems.Problem` to the document instead of raising, so one run reports
-everything; what each entry takes that no other tenant may have is kept as a
-:class:`~dispatcher.clashes.Claim`, also for an entry with errors, for
-:func:`~dispatcher.clashes.report_clashes`::
+everything; what each entry takes that no other tenant may have is claimed in
+:class:`~dispatcher.clashes.Clashes`, also for an entry with errors::
 
     entries = TenantEntries(doc, root="/srv/app", instance_root="/srv/app/instance",
                             defaults=Defaults(), base_domain=None)
     tenant = entries.read("acme", {"path": "/acme"})    # None if the entry has errors
+    entries.clashes.report()                            # once every entry is read
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Set
 from typing import Any
 
 from . import rules
-from .clashes import Claim
+from .clashes import Clashes
 from .problems import Path
 from .schema import Defaults, Limits, Pool, Tenant, salvage, validate
 from .tenant import TenantConfig
@@ -48,6 +48,7 @@ class TenantEntries:
         instance_root: str,
         defaults: Defaults,
         base_domain: str | None,
+        server_names: frozenset[str] | None = None,
         broken_defaults: Set[Any] = frozenset(),
         reported: Set[Path] = frozenset(),
     ) -> None:
@@ -61,8 +62,8 @@ class TenantEntries:
         self.broken_defaults = broken_defaults
         #: Fields reported while parsing (a missing ``${VAR}``): not reported twice.
         self.reported = reported
-        #: What the entries read so far take that no other tenant may have, in file order.
-        self.claims: list[Claim] = []
+        #: What the entries read so far take that no other tenant may have.
+        self.clashes = Clashes(doc, server_names)
         self._missing_modules: dict[str, str | None] = {}
 
     def read(self, name: Any, raw: Any) -> TenantConfig | None:
@@ -77,16 +78,16 @@ class TenantEntries:
         source = f"{self.doc.file}:{self.doc.line(at)}"
         check_owned_config(self.doc, tenant.config, (*at, "config"))
         instance_path = os.path.normpath(os.path.join(self.instance_root, name))
-        mount = self._mount(name, tenant, broken, source)
+        mount = self._mount(name, tenant, broken)
         app = self._app(name, self._inherited(tenant, "app"), broken)
         database = self._database(
-            name, self._inherited(tenant, "database", DEFAULT_DATABASE), instance_path, source
+            name, self._inherited(tenant, "database", DEFAULT_DATABASE), instance_path
         )
         secret = tenant.config.get("SECRET_KEY") if tenant.config else None
         if isinstance(secret, str):
             where: Path = (*at, "config")
             line = self.doc.line(where)
-            self.claims.append(Claim("SECRET_KEY", secret, None, name, source, where, line))
+            self.clashes.claim("SECRET_KEY", secret, None, name, where, line)
         if len(self.doc.problems) > before or mount is None or app is None or database is None:
             return None
         return self._tenant_config(name, tenant, mount, app, database, instance_path, source)
@@ -164,7 +165,7 @@ class TenantEntries:
             return ("defaults", field), self.doc.lines[("defaults", field)]
         return own, self.doc.line(("tenants", name))
 
-    def _mount(self, name: str, tenant: Tenant, broken: Set[Any], source: str) -> Mount | None:
+    def _mount(self, name: str, tenant: Tenant, broken: Set[Any]) -> Mount | None:
         """The tenant's path, or its hosts; ``None`` (with a problem) if it has no valid mount."""
         has_host = tenant.subdomain is not None or tenant.hosts is not None
         default = self._inherited(tenant, "mount")
@@ -176,10 +177,10 @@ class TenantEntries:
             )
             return None
         if tenant.path is not None or (not has_host and default == "path"):
-            return self._path(name, tenant.path, source)
+            return self._path(name, tenant.path)
         subdomain = tenant.subdomain if has_host or default != "subdomain" else name
         if has_host or subdomain is not None:
-            return self._hosts(name, subdomain, tenant.hosts, source)
+            return self._hosts(name, subdomain, tenant.hosts)
         if not any(difflib.get_close_matches(str(f), _MOUNT_FIELDS) for f in broken):
             # Else a misspelt or broken mount field, already reported.
             self.doc.problem(
@@ -190,7 +191,7 @@ class TenantEntries:
             )
         return None
 
-    def _path(self, name: str, own: str | None, source: str) -> str | None:
+    def _path(self, name: str, own: str | None) -> str | None:
         """The tenant's own ``path:``, else ``/<name>`` (``mount: path``), if it is valid."""
         at: Path = ("tenants", name)
         path, where = (own, (*at, "path")) if own else (f"/{name}", at)
@@ -199,11 +200,11 @@ class TenantEntries:
             self.doc.problem(where, f"path '{path}' {fault.message}", fault.fix)
             return None
         line = self.doc.line(where)
-        self.claims.append(Claim("path", path, path, name, source, (*at, "path"), line))
+        self.clashes.claim("path", path, path, name, (*at, "path"), line)
         return path
 
     def _hosts(
-        self, name: str, subdomain: str | None, hosts: list[str] | None, source: str
+        self, name: str, subdomain: str | None, hosts: list[str] | None
     ) -> tuple[str, ...] | None:
         """The valid ones of the tenant's ``subdomain.<base_domain>`` and ``hosts``."""
         at: Path = ("tenants", name)
@@ -212,7 +213,7 @@ class TenantEntries:
             where: Path = (*at, "subdomain")
             line = self.doc.lines.get(where, self._field_at(name, "mount")[1])
             if host := self._subdomain_host(subdomain, where, line):
-                self.claims.append(Claim("host", host, host, name, source, where, line))
+                self.clashes.claim("host", host, host, name, where, line)
                 found.append(host)
         if hosts == [] and subdomain is None:
             self.doc.problem(
@@ -224,7 +225,7 @@ class TenantEntries:
             where = (*at, "hosts", i)
             if host := checked_host(self.doc, raw_host, where):
                 line = self.doc.line(where)
-                self.claims.append(Claim("host", host, host, name, source, where, line))
+                self.clashes.claim("host", host, host, name, where, line)
                 found.append(host)
         return tuple(found) or None
 
@@ -280,7 +281,7 @@ class TenantEntries:
             return None
         return app
 
-    def _database(self, name: str, url: str, instance_path: str, source: str) -> str | None:
+    def _database(self, name: str, url: str, instance_path: str) -> str | None:
         """Fill in ``{name}``/``{instance_path}`` and make a relative SQLite path absolute."""
         at, line = self._field_at(name, "database")
         if at in self.reported:  # a missing ${VAR}
@@ -299,7 +300,7 @@ class TenantEntries:
         sqlite_file = rules.plain_sqlite_file(url, instance_path)
         if sqlite_file is not None:  # the common case, without parsing a URL (10,000 tenants)
             key: Any = ("sqlite", sqlite_file)
-            self.claims.append(Claim("database", key, url, name, source, where, line))
+            self.clashes.claim("database", key, url, name, where, line)
             return "sqlite:///" + sqlite_file
         parsed = rules.parse_database_url(url)
         if parsed is None:
@@ -314,7 +315,7 @@ class TenantEntries:
         if absolute is not parsed:
             url = absolute.render_as_string(hide_password=False)
         key = rules.database_key(absolute)
-        self.claims.append(Claim("database", key, url, name, source, where, line))
+        self.clashes.claim("database", key, url, name, where, line)
         return url
 
 
