@@ -34,7 +34,6 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.test import Client
 
-from ..database import dispose_engines
 from ..dispatch import Dispatcher
 from ..errors import IsolationError
 from ..tenant import TenantConfig
@@ -206,9 +205,7 @@ def dispatcher_client(
     # Not watching the tenants file: an edit during the run must not reload the real folders.
     dispatcher = Dispatcher(tenant_set, watch=False)
     yield Client(dispatcher)
-    for handle in dispatcher.tenants.values():
-        if handle.app is not None:
-            dispose_engines(handle.app)
+    dispatcher.close()  # its background thread stops; every app's engines are disposed
     passed = request.node.stash.get(_PASSED, False)
     for lease in leases:
         workspace.release(lease, passed)
