@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from werkzeug.test import Client
 from dispatcher import ConfigError, Dispatcher
 from dispatcher.uwsgi_api import uwsgi_api
 from tests.conftest import ECHO_TENANTS, ROOT
+from tests.e2e.servers import wait_for
 
 WriteTenants = Callable[..., Path]
 WSGI = ROOT / "wsgi.py"
@@ -185,18 +185,18 @@ def test_dev_server_serves_every_tenant(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+    def healthy() -> bytes | None:
+        """The health page's body once the server answers 200; it must not have exited."""
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()}"
+        try:
+            status, body = http_get(port, "/_dispatcher/health", f"localhost:{port}")
+        except OSError:  # not listening yet
+            return None
+        return body if status == 200 else None
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"server never healthy:\n{log.read_text()}"
-            try:
-                status, body = http_get(port, "/_dispatcher/health", f"localhost:{port}")
-            except OSError:
-                time.sleep(0.05)  # poll interval, not a wait for readiness
-                continue
-            if status == 200:
-                break
+        body = wait_for(healthy, "the server to answer its health page", timeout=30)
         assert json.loads(body)["tenants"]["ready"] == 3
         status, body = http_get(port, "/acme/", f"localhost:{port}")
         assert (status, json.loads(body)["tenant"]) == (200, "acme")
