@@ -5,13 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test test-order lint clean
 
 run: $(INSTALLED)
 	$(BIN)/python -m dispatcher serve
 
 test: $(INSTALLED) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make test-order`: the suite without tests/e2e, once in random order (the seed is printed:
+# `--random-order-seed=N` replays it) and once reversed, so a test that passes only after
+# another one fails here (docs/testing.md). Not part of `make test`.
+test-order: $(INSTALLED)
+	$(BIN)/python -m pytest --ignore=tests/e2e --random-order $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/e2e --reverse $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -89,11 +89,14 @@ class Manifest:
             raise BackupError(f"{where} is damaged: its manifest.json is not valid JSON") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise BackupError(f"{where} is not a dispatcher backup (its manifest says otherwise)")
-        if not isinstance(raw.get("version"), int) or raw["version"] > VERSION:
+        version = raw.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            # Missing or not a number: damage (a flipped bit), not a version from the future.
+            raise BackupError(f"{where} is damaged: its manifest.json is incomplete or malformed")
+        if version > VERSION:
             raise BackupError(
-                f"{where} was written by a newer dispatcher (archive format "
-                f"{raw.get('version')!r}, this one reads up to {VERSION}); restore it with that "
-                "version"
+                f"{where} was written by a newer dispatcher (archive format {version}, this "
+                f"one reads up to {VERSION}); restore it with that version"
             )
         names = {f.name for f in dataclasses.fields(cls)}
         try:

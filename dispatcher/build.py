@@ -58,11 +58,32 @@ class TenantCodeError(BuildError):
 def build_app(
     tenant: TenantConfig, *, create_schema: bool = True, create_database: bool = False
 ) -> Flask:
-    """Import and call the tenant's factory, check and isolate the app, create a new schema.
+    """Build one tenant's Flask app, as the dispatcher serves it.
 
-    With ``create_database``, a missing PostgreSQL database is created first. Raises
-    :class:`BuildError` (:class:`~dispatcher.errors.IsolationError` for an app that could
-    reach another tenant's data, :class:`TenantCodeError` when the tenant's code raised).
+    Imports the tenant's module and calls its factory with ``tenant``, checks that the app's
+    engines and instance folder are the tenant's own, gives it its own ``SECRET_KEY`` and
+    session cookie, hardens SQLite, and creates the schema of a database that has no tables
+    yet. The whole build holds the lock file of the tenant's instance folder (created if
+    missing), so processes building the same tenant at once build it one at a time. No
+    database connection opened while building is left open.
+
+    :param tenant: the tenant's resolved settings, from a loaded tenant set
+        (``tenant_set["acme"]``).
+    :param create_schema: create the tables of a new (empty) database: brought to head with
+        the package's ``migrations/``, else by its ``init_db(app)`` or ``db.create_all()``.
+        ``False`` leaves the database untouched (``migrate`` and ``list --build`` do).
+    :param create_database: first create the tenant's PostgreSQL database if it does not
+        exist (the tenant's role needs ``CREATEDB``); other backends are left alone.
+    :return: the app, with the tenant's :class:`~dispatcher.tenant.TenantConfig` in
+        ``app.extensions["dispatcher"]``.
+    :raises TenantCodeError: the tenant's module import, factory or schema creation raised
+        (``SystemExit`` included); the original exception is the ``__cause__``.
+    :raises BuildError: the module has no such factory, or it returned something that is not
+        a Flask app.
+    :raises ~dispatcher.errors.IsolationError: the app could reach another tenant's data
+        (an engine or instance folder that is not its own) or its secret key file is unusable.
+    :raises sqlalchemy.exc.SQLAlchemyError: with ``create_database``, the PostgreSQL server
+        could not be reached or refused to create the database.
     """
     make_instance_folder(tenant.instance_path)
     with _build_lock(tenant.instance_path):
@@ -178,8 +199,20 @@ on_fork_child(_drop_parents_locks)
 
 @contextlib.contextmanager
 def built_app(tenant: TenantConfig, **options: bool) -> Iterator[Flask]:
-    """A tenant's app for the length of a block (a command's work on it), logging as the
-    tenant; its pooled connections are closed afterwards. ``options`` go to :func:`build_app`.
+    """A tenant's app for the length of a ``with`` block: a command's work on one tenant.
+
+    The app is built by :func:`build_app`; inside the block (and while building) log records
+    name the tenant; afterwards every engine of the app is disposed, so no pooled connection
+    outlives the block. ::
+
+        with built_app(tenant_set["acme"], create_schema=False) as app, app.app_context():
+            ...
+
+    :param tenant: the tenant's resolved settings.
+    :param options: ``create_schema`` and ``create_database``, passed to :func:`build_app`.
+    :return: a context manager whose value is the built app.
+    :raises BuildError: as :func:`build_app` raises it, when the block is entered (its
+        subclasses ``TenantCodeError`` and :class:`~dispatcher.errors.IsolationError` too).
     """
     with tenant_context(tenant.name):
         app = build_app(tenant, **options)

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS dispatcher_workers (
 """
 
 
+#: Seconds a connection to the control database may take to open.
+CONNECT_TIMEOUT = 5
+
+
 def connect(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection to the database of a SQLAlchemy URL, tables in place."""
     parsed = make_url(url)
@@ -65,7 +69,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
         user=parsed.username,
         password=parsed.password,
         dbname=parsed.database,
-        connect_timeout=5,
+        connect_timeout=CONNECT_TIMEOUT,
         **options,
     )
     connection = psycopg.connect(conninfo, autocommit=True)
@@ -86,7 +90,8 @@ class DatabaseHolds:
         self._pid = 0
         self._held: frozenset[str] = frozenset()
         self._unreachable = False
-        self._refreshers: dict[str, threading.Event] = {}
+        #: Per held tenant: the thread pushing its expiry forward, and the event that stops it.
+        self._refreshers: dict[str, tuple[threading.Thread, threading.Event]] = {}
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement, connecting (again) first if needed; rows if it returns any."""
@@ -149,11 +154,15 @@ class DatabaseHolds:
             )
         except psycopg.Error as e:
             raise HoldError(f"cannot hold '{name}' in the control database: {e}") from None
-        stop = self._refreshers[name] = threading.Event()
-        threading.Thread(target=self._refresh, args=(name, stop), daemon=True).start()
+        stop = threading.Event()
+        refresher = threading.Thread(target=self._refresh, args=(name, stop), daemon=True)
+        self._refreshers[name] = (refresher, stop)
+        refresher.start()
 
     def _refresh(self, name: str, stop: threading.Event) -> None:
         """Push the hold's expiry forward while the holder lives (its own connection)."""
+        if stop.is_set():  # released before this thread got going
+            return
         with contextlib.closing(connect(self.url)) as connection:
             while not stop.wait(self.ttl / 3):
                 connection.execute(
@@ -163,9 +172,13 @@ class DatabaseHolds:
                 )
 
     def release(self, name: str) -> None:
-        stop = self._refreshers.pop(name, None)
-        if stop is not None:
+        refresher = self._refreshers.pop(name, None)
+        if refresher is not None:
+            # Joined, so that no connection of this hold outlives its release (a refresher
+            # still connecting when a quick hold ended used to, failing once the database went).
+            thread, stop = refresher
             stop.set()
+            thread.join(CONNECT_TIMEOUT + 1)
         self._execute(
             "DELETE FROM dispatcher_holds WHERE tenant = %s AND holder = %s", (name, self.holder)
         )

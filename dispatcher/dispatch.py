@@ -62,16 +62,40 @@ _ERROR = InternalServerError()
 class Dispatcher:
     """The WSGI app of a whole tenants file: routes requests, and follows the file's edits.
 
-    Eager tenants are built when it is created. A background thread per process (started
-    again in a forked child) looks at the tenants file and the holds folder once a second,
-    builds added and changed tenants beside the running set and swaps them in, evicts idle
-    apps and retries failed builds: no request ever waits for any of it. ``watch=False``
-    leaves the file alone; ``background=False`` runs none of it until :meth:`tick` is called.
+    Each request goes to its tenant's app by host, then by the path's first segment; an
+    unknown host or path is a 404 (never some other tenant), a tenant that failed to build,
+    is held or is at its concurrency limit answers 503, and ``/_dispatcher/...`` serves
+    health, status and metrics on every host. Eager tenants are built when it is created,
+    lazy ones on their first request. A background thread per process (started again in a
+    forked child) looks at the tenants file and the holds once a second, builds added and
+    changed tenants beside the running set and swaps them in, evicts idle apps and retries
+    failed builds: no request ever waits for any of it. ::
+
+        dispatcher = Dispatcher(load_tenants("tenants.yaml"))
+        ...
+        dispatcher.close()
+
+    Use it as the WSGI ``application`` (``wsgi.py``) or through :func:`create_dispatcher`,
+    which also configures logging and signals; call :meth:`close` when done with it.
+
+    :param tenant_set: the loaded tenants file (:func:`~dispatcher.load_tenants`).
+    :param watch: follow edits of the tenants file and the holds (maintenance) of its
+        tenants. ``False`` serves ``tenant_set`` as it is, for its whole life.
+    :param background: run the background work on a thread of its own. ``False`` runs none
+        of it until :meth:`tick` is called (tests, one-shot commands).
     """
 
     def __init__(
         self, tenant_set: TenantSet, *, watch: bool = True, background: bool = True
     ) -> None:
+        """Build the eager tenants (each on its own thread, waiting for each at most
+        :data:`~dispatcher.tenantapp.BUILD_WAIT`), then start the background thread.
+
+        Raises nothing for a tenant's or the machine's trouble: a tenant whose build fails or
+        hangs answers 503 and is retried later; a metrics folder that cannot be written, or a
+        control database that cannot be reached, is logged and served around. Installs the
+        log record factory that names the tenant on every record (:mod:`dispatcher.logs`).
+        """
         install_record_factory()
         self.metrics = process_metrics(tenant_set.instance_root)
         self._record = self.metrics.record

@@ -32,11 +32,21 @@ log = logging.getLogger("dispatcher")
 
 
 def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
-    """Configure logging, load and validate the file, build the eager tenants.
+    """The dispatcher a server process runs for a tenants file: what ``wsgi.py`` serves.
 
-    Raises :class:`dispatcher.ConfigError` listing every problem; nothing is built or created
-    on disk for a bad file. The one exception: a uWSGI worker respawned by a master whose
-    workers already serve an earlier, valid version of the file serves that version.
+    Configures logging (one line per record on stderr, naming the tenant), loads and validates
+    the file, and creates a :class:`~dispatcher.Dispatcher` that follows its edits, with the
+    eager tenants built and out of the garbage collector's way. ::
+
+        application = create_dispatcher(os.environ.get("TENANTS_FILE", "tenants.yaml"))
+
+    :param tenants_file: the tenants file (``tenants.yaml``); relative paths are taken from
+        the current directory.
+    :return: the running dispatcher, a WSGI application.
+    :raises dispatcher.ConfigError: the file cannot be read or is not valid; the message lists
+        every problem, and nothing is built or created on disk. The one exception: a uWSGI
+        worker respawned by a master whose workers already serve an earlier, valid version of
+        the file serves that version (the problems are logged) instead of raising.
     """
     configure_logging()
     # Loading makes a few objects per line of the file, all of them live until it is done or

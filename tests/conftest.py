@@ -7,9 +7,11 @@ real ``instance/`` folder changed, and a leaked Flask app or request context fai
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ from flask.globals import _cv_app, _cv_request
 from werkzeug.test import Client
 
 from dispatcher import Dispatcher, load_tenants
+from dispatcher.limits import worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,12 +67,49 @@ def no_leaked_context() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def sys_path_restored() -> Iterator[None]:
-    """Loading a tenants file puts its folder on ``sys.path`` (so its tenant packages import);
-    each test's folder is gone after it, and must not shadow modules in later tests."""
-    before = list(sys.path)
+def no_leaked_dispatcher() -> Iterator[None]:
+    """A dispatcher made with its background thread must be closed by the test that made it:
+    left running, it goes on ticking (reloading, retrying builds, logging) during later tests."""
+    before = set(threading.enumerate())
     yield
-    sys.path[:] = before
+    for thread in set(threading.enumerate()) - before:
+        if thread.name == "dispatcher ticks":
+            thread.join(10)  # close() stops it at its next wake-up, a tick at most away
+            assert not thread.is_alive(), "a test left a dispatcher running: close() it"
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test starts from the process state the session started with, whatever the order:
+    what the code under test changes for the whole process is put back after every test.
+
+    - ``sys.path``: loading a tenants file puts its folder there (so its tenant packages
+      import); each test's folder is gone after it, and must not shadow modules in later tests.
+    - ``sys.modules``: tenant packages imported from a test's folder (under pytest's basetemp)
+      are forgotten, so a later test's package of the same name is imported afresh.
+    - Logging: the CLI, ``wsgi.py`` and ``serve`` configure the root logger (handlers, level);
+      a dispatcher installs the log record factory that adds ``record.tenant``.
+    - ``os.environ`` and the working directory.
+    - :func:`dispatcher.limits.worker_threads`, cached for the process's life (a test may fake
+      uWSGI).
+    """
+    path, modules, cwd, environ = list(sys.path), set(sys.modules), os.getcwd(), dict(os.environ)
+    root = logging.getLogger()
+    handlers, level, factory = list(root.handlers), root.level, logging.getLogRecordFactory()
+    yield
+    sys.path[:] = path
+    basetemp = str(tmp_path_factory.getbasetemp())
+    for name in set(sys.modules) - modules:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(basetemp):
+            del sys.modules[name]
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    os.chdir(cwd)
+    worker_threads.cache_clear()
 
 
 @pytest.fixture

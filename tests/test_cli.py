@@ -6,12 +6,11 @@ Most tests drive the click group in-process with ``CliRunner``; a few run the re
 from __future__ import annotations
 
 import contextvars
-import logging
 import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,18 +48,6 @@ BAD_PROBLEMS = [
     (7, "initech", "app"),
     (8, "Bad_Name", None),
 ]
-
-
-@pytest.fixture(autouse=True)
-def restore_process_state() -> Iterator[None]:
-    """The CLI configures root logging on the runner's stream and puts the tenants file's
-    folder on sys.path, as a one-shot process may; undo both after each test."""
-    root = logging.getLogger()
-    handlers, level, path = list(root.handlers), root.level, list(sys.path)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    sys.path[:] = path
 
 
 def cli(*args: str, file: Path | None = None, **kwargs: object) -> Result:

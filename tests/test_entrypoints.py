@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import runpy
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from werkzeug.test import Client
 from dispatcher import ConfigError, Dispatcher
 from dispatcher.uwsgi_api import uwsgi_api
 from tests.conftest import ECHO_TENANTS, ROOT
+from tests.e2e.servers import wait_for
 
 WriteTenants = Callable[..., Path]
 WSGI = ROOT / "wsgi.py"
@@ -38,20 +37,25 @@ BAD = """\
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_process_state() -> Iterator[None]:
-    """Loading adds a root log handler and the tenants file's folder to sys.path: undo both."""
-    root = logging.getLogger()
-    handlers, level, path = list(root.handlers), root.level, list(sys.path)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    sys.path[:] = path
+RunWsgi = Callable[..., dict[str, Any]]
 
 
-def run_wsgi(monkeypatch: pytest.MonkeyPatch, tenants_file: Path) -> dict[str, Any]:
-    monkeypatch.setenv("TENANTS_FILE", str(tenants_file))
-    return runpy.run_path(str(WSGI))
+@pytest.fixture
+def run_wsgi(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunWsgi]:
+    """Run ``wsgi.py`` (or a copy) on a tenants file, as uWSGI imports it; its namespace. Each
+    dispatcher it made (``application``) is closed after the test."""
+    made: list[Dispatcher] = []
+
+    def run(tenants_file: Path | None, wsgi: Path = WSGI) -> dict[str, Any]:
+        if tenants_file is not None:
+            monkeypatch.setenv("TENANTS_FILE", str(tenants_file))
+        ns = runpy.run_path(str(wsgi))
+        made.append(ns["application"])
+        return ns
+
+    yield run
+    for dispatcher in made:
+        dispatcher.close()
 
 
 def tenant_at(wsgi_app: Any, path: str, host: str = "localhost") -> str:
@@ -63,10 +67,8 @@ def tenant_at(wsgi_app: Any, path: str, host: str = "localhost") -> str:
 # --- wsgi.py -------------------------------------------------------------------------------
 
 
-def test_wsgi_application_and_app(
-    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants
-) -> None:
-    ns = run_wsgi(monkeypatch, write_tenants(ECHO_TENANTS))
+def test_wsgi_application_and_app(write_tenants: WriteTenants, run_wsgi: RunWsgi) -> None:
+    ns = run_wsgi(write_tenants(ECHO_TENANTS))
     application, app = ns["application"], ns["app"]
     assert isinstance(application, Dispatcher)
     assert tenant_at(application, "/acme/") == "acme"
@@ -80,12 +82,12 @@ def test_wsgi_application_and_app(
 
 
 def test_wsgi_builds_a_fresh_dispatcher_each_run(
-    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants
+    write_tenants: WriteTenants, run_wsgi: RunWsgi
 ) -> None:
     file = write_tenants(ECHO_TENANTS)
-    first = run_wsgi(monkeypatch, file)["application"]
+    first = run_wsgi(file)["application"]
     file.write_text(file.read_text() + "  initech: {path: /initech}\n")
-    second = run_wsgi(monkeypatch, file)["application"]
+    second = run_wsgi(file)["application"]
     assert second is not first
     assert tenant_at(second, "/initech/") == "initech"
     assert Client(first).get("/initech/", headers={"Host": "localhost"}).status_code == 404
@@ -94,7 +96,11 @@ def test_wsgi_builds_a_fresh_dispatcher_each_run(
 
 @pytest.mark.parametrize("env", [None, ""], ids=["unset", "empty"])
 def test_wsgi_defaults_to_tenants_yaml_beside_it(
-    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path, env: str | None
+    monkeypatch: pytest.MonkeyPatch,
+    write_tenants: WriteTenants,
+    tmp_path: Path,
+    env: str | None,
+    run_wsgi: RunWsgi,
 ) -> None:
     # A copy of wsgi.py beside a temporary tenants.yaml: the real one would build into instance/.
     write_tenants(ECHO_TENANTS, "tenants.yaml")
@@ -103,13 +109,13 @@ def test_wsgi_defaults_to_tenants_yaml_beside_it(
         monkeypatch.delenv("TENANTS_FILE", raising=False)
     else:
         monkeypatch.setenv("TENANTS_FILE", env)
-    ns = runpy.run_path(str(wsgi))
+    ns = run_wsgi(None, wsgi)
     assert tenant_at(ns["application"], "/acme/") == "acme"
     assert (tmp_path / "instance" / "acme").is_dir()
 
 
 def test_a_uwsgi_folder_beside_the_tenants_file_is_not_taken_for_uwsgi(
-    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path, run_wsgi: RunWsgi
 ) -> None:
     # Servers keep logs and sockets in a uwsgi/ folder beside tenants.yaml, whose folder is on
     # sys.path: outside uWSGI, `import uwsgi` then finds an empty namespace package.
@@ -119,17 +125,17 @@ def test_a_uwsgi_folder_beside_the_tenants_file_is_not_taken_for_uwsgi(
     import uwsgi  # noqa: F401  # the folder, not uWSGI
 
     assert uwsgi_api() is None
-    application = run_wsgi(monkeypatch, write_tenants(ECHO_TENANTS))["application"]
+    application = run_wsgi(write_tenants(ECHO_TENANTS))["application"]
     assert tenant_at(application, "/acme/") == "acme"
     assert application.metrics.folder is None  # figures in this process, as outside uWSGI
 
 
 def test_wsgi_bad_file_raises_config_error(
-    monkeypatch: pytest.MonkeyPatch, write_tenants: WriteTenants, tmp_path: Path
+    write_tenants: WriteTenants, tmp_path: Path, run_wsgi: RunWsgi
 ) -> None:
     file = write_tenants(BAD)
     with pytest.raises(ConfigError) as caught:
-        run_wsgi(monkeypatch, file)
+        run_wsgi(file)
     message = str(caught.value).splitlines()
     assert [line.partition(": ")[0] for line in message] == [f"{file}:{n}" for n in (4, 5, 6)]
     for tenant, field in [("acme", "pth"), ("globex", "path"), ("initech", "app")]:
@@ -179,18 +185,18 @@ def test_dev_server_serves_every_tenant(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+    def healthy() -> bytes | None:
+        """The health page's body once the server answers 200; it must not have exited."""
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()}"
+        try:
+            status, body = http_get(port, "/_dispatcher/health", f"localhost:{port}")
+        except OSError:  # not listening yet
+            return None
+        return body if status == 200 else None
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"server never healthy:\n{log.read_text()}"
-            try:
-                status, body = http_get(port, "/_dispatcher/health", f"localhost:{port}")
-            except OSError:
-                time.sleep(0.05)  # poll interval, not a wait for readiness
-                continue
-            if status == 200:
-                break
+        body = wait_for(healthy, "the server to answer its health page", timeout=30)
         assert json.loads(body)["tenants"]["ready"] == 3
         status, body = http_get(port, "/acme/", f"localhost:{port}")
         assert (status, json.loads(body)["tenant"]) == (200, "acme")

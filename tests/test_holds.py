@@ -218,6 +218,16 @@ def test_a_crashed_holders_hold_expires(fleet_file: Path) -> None:
         wait_for(lambda: store.held() == frozenset(), "the hold to expire", timeout=10)
 
 
+def test_a_released_hold_leaves_no_thread_behind(fleet_file: Path) -> None:
+    """A hold's refresher has stopped when release() returns: no connection of the hold
+    outlives it (one still opening after a quick hold failed later, the database dropped)."""
+    before = set(threading.enumerate())
+    with contextlib.closing(store_for(load_tenants(fleet_file))) as store:
+        store.put("acme", "migrating")
+        store.release("acme")
+        assert set(threading.enumerate()) - before == set()
+
+
 def test_a_control_database_holds_a_tenant_on_every_node(
     fleet_file: Path, tmp_path: Path, serve: Callable[..., Dispatcher]
 ) -> None:

@@ -15,6 +15,7 @@ from werkzeug.test import Client
 
 from dispatcher import Dispatcher
 from dispatcher.build import app_engines
+from dispatcher.errors import IsolationError
 from dispatcher.isolation import load_or_create_secret
 
 HOST = {"Host": "localhost"}
@@ -195,7 +196,7 @@ def test_secret_created_once_by_workers_booting_together(tmp_path: Path) -> None
 
 def test_empty_secret_file_is_refused_not_used(tmp_path: Path) -> None:
     (tmp_path / "secret_key").write_text("")
-    with pytest.raises(Exception, match="delete it"):
+    with pytest.raises(IsolationError, match="holds no usable key; delete it"):
         load_or_create_secret(str(tmp_path))
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from werkzeug.test import Client
 
-from dispatcher.logs import FORMAT, OneLineFormatter, configure_logging
+from dispatcher.logs import FORMAT, OneLineFormatter, configure_logging, install_record_factory
 
 
 def test_records_carry_the_tenant_even_on_a_shared_logger(
@@ -37,6 +37,7 @@ def test_unhandled_error_is_logged_with_tenant(
 
 
 def test_outside_a_request_the_tenant_is_a_dash(caplog: pytest.LogCaptureFixture) -> None:
+    install_record_factory()  # as a dispatcher does; the test must not rely on an earlier one
     logging.getLogger("x").warning("boot")
     assert caplog.records[-1].tenant == "-"  # type: ignore[attr-defined]
 

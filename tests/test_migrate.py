@@ -51,7 +51,6 @@ def notes_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"notes_{uuid.uuid4().hex[:8]}"
     shutil.copytree(ROOT / "tenants" / "notes", tmp_path / "apps" / name)
     monkeypatch.syspath_prepend(str(tmp_path / "apps"))
-    monkeypatch.setattr(migrate.time, "sleep", lambda seconds: None)  # the hold's wait
     return name
 
 
@@ -76,18 +75,24 @@ def revision(tmp_path: Path, tenant: str) -> str | None:
     return row[0] if row else None
 
 
+def boot(tenants_file: Path) -> None:
+    """Serve the file once, as a server does at boot: every tenant's database is created at
+    head. The dispatcher is closed again (no background thread outlives the test)."""
+    Dispatcher(load_tenants(tenants_file), watch=False, background=False).close()
+
+
 def run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.output
 
 
 def test_new_tenant_is_created_at_head(tenants_file: Path, tmp_path: Path) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     assert {revision(tmp_path, t) for t in ("acme", "globex", "initech")} == {HEAD}
 
 
 def test_migrate_up_to_date_is_quick_and_changes_nothing(tenants_file: Path) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     code, output = run("-f", str(tenants_file), "migrate", "--all")
     assert code == 0, output
     assert f"acme  {HEAD} -> {HEAD}" in output
@@ -98,7 +103,7 @@ def test_migrate_up_to_date_is_quick_and_changes_nothing(tenants_file: Path) -> 
 def test_new_migration_upgrades_every_tenant_past_a_broken_one(
     tenants_file: Path, tmp_path: Path, notes_copy: str
 ) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     (tmp_path / "instance" / "globex" / "app.db").write_bytes(b"this is not a database" * 100)
     versions = tmp_path / "apps" / notes_copy / "migrations" / "versions"
     (versions / "0002_pinned.py").write_text(PINNED)
@@ -114,7 +119,7 @@ def test_new_migration_upgrades_every_tenant_past_a_broken_one(
 
 
 def test_dry_run_changes_nothing(tenants_file: Path, tmp_path: Path, notes_copy: str) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
         PINNED
     )
@@ -125,7 +130,7 @@ def test_dry_run_changes_nothing(tenants_file: Path, tmp_path: Path, notes_copy:
 
 
 def test_parallel_jobs(tenants_file: Path, tmp_path: Path, notes_copy: str) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     (tmp_path / "apps" / notes_copy / "migrations" / "versions" / "0002_pinned.py").write_text(
         PINNED
     )
@@ -171,7 +176,7 @@ def test_list_shows_revisions_holds_and_built_states(tenants_file: Path, tmp_pat
     code, output = run("-f", str(tenants_file), "list")
     assert code == 0, output
     assert {line.split()[-2] for line in output.splitlines()[1:]} == {"(new)"}
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     holds = tmp_path / "instance" / ".maintenance"
     holds.mkdir()
     (holds / "globex").write_text("migrating\n")
@@ -200,7 +205,7 @@ def log_builds(package: Path, log: Path) -> None:
 def test_tenants_at_head_are_told_without_importing_or_building_their_app(
     tenants_file: Path, tmp_path: Path, notes_copy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     log = tmp_path / "builds.log"
     log_builds(tmp_path / "apps" / notes_copy, log)
     for module in [m for m in sys.modules if m.split(".")[0] == notes_copy]:
@@ -219,7 +224,7 @@ def test_only_the_tenants_behind_are_built(
 ) -> None:
     log = tmp_path / "builds.log"
     log_builds(tmp_path / "apps" / notes_copy, log)
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     log.unlink()  # the three builds of the dispatcher's boot
     with sqlite3.connect(tmp_path / "instance" / "globex" / "app.db") as db:
         db.execute("UPDATE alembic_version SET version_num = 'older'")
@@ -249,7 +254,7 @@ def test_migrations_kept_elsewhere_than_the_convention_are_found_by_building(
     (package / "migrations").rename(package / "schema")
     init = package / "__init__.py"
     init.write_text(init.read_text().replace('with_name("migrations")', 'with_name("schema")'))
-    Dispatcher(load_tenants(tenants_file), watch=False)
+    boot(tenants_file)
     (package / "schema" / "versions" / "0002_pinned.py").write_text(PINNED)
     code, output = run("-f", str(tenants_file), "migrate", "--all")
     assert code == 0, output

@@ -56,18 +56,21 @@ def serve() -> Iterator[Serve]:
 
 
 @pytest.fixture
-def node(serve: Serve, tmp_path: Path) -> Callable[[str], str]:
-    """A dispatcher node serving this tenants file text (in its own folder); its URL."""
-    count = [0]
+def node(serve: Serve, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """A dispatcher node serving this tenants file text (in its own folder); its URL. The
+    dispatchers are closed after the test."""
+    started: list[Dispatcher] = []
 
     def start(text: str) -> str:
-        count[0] += 1
-        folder = tmp_path / f"node{count[0]}"
+        folder = tmp_path / f"node{len(started) + 1}"
         folder.mkdir()
         (folder / "tenants.yaml").write_text(text)
-        return serve(Dispatcher(load_tenants(folder / "tenants.yaml")))
+        started.append(Dispatcher(load_tenants(folder / "tenants.yaml")))
+        return serve(started[-1])
 
-    return start
+    yield start
+    for dispatcher in started:
+        dispatcher.close()
 
 
 def status(*args: str) -> tuple[int, str]:

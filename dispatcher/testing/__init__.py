@@ -34,7 +34,6 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.test import Client
 
-from ..database import dispose_engines
 from ..dispatch import Dispatcher
 from ..errors import IsolationError
 from ..tenant import TenantConfig
@@ -133,7 +132,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def app_config() -> dict[str, Any]:
-    """Extra Flask config for every app this test builds: override it to test a setting."""
+    """Extra Flask config for every app this test builds: override it to test a setting.
+
+    Override it in a ``conftest.py``, a module or a class (or parametrize it indirectly); its
+    items are set on the app's config last, after the tenant's own ``config`` and ``TESTING``,
+    and apps are built and reused per distinct ``app_config``::
+
+        @pytest.fixture
+        def app_config():
+            return {"NOTES_PER_PAGE": 2}
+
+    :return: the settings, ``{}`` unless overridden.
+    """
     return {}
 
 
@@ -141,7 +151,21 @@ def app_config() -> dict[str, Any]:
 def tenant(
     request: pytest.FixtureRequest, app_config: dict[str, Any], _dispatcher_tenants: Workspace
 ) -> Iterator[TenantConfig]:
-    """The tenant this test runs for, on an instance folder and database as a new tenant's."""
+    """The tenant this test runs for, on an instance folder and database as a new tenant's.
+
+    A test that takes it (or ``app``, ``client``, ``runner``) runs once per selected tenant of
+    the tenants file (``--tenant``, ``@pytest.mark.tenants``, ``@pytest.mark.tenant_app``),
+    the tenant's name in its id. The instance folder and database are throwaway ones, in the
+    state of a new tenant's, and put back as they were after the test; the real
+    ``instance/`` is never read or written.
+
+    :param app_config: merged into the tenant's ``config``, after ``TESTING=True``.
+    :return: the tenant's :class:`~dispatcher.tenant.TenantConfig`, moved onto those
+        folders: ``instance_path``, ``database_uri``, ``path`` / ``hosts``, ``config``.
+    :raises pytest.fail.Exception: the test fails if the tenant's configuration could reach
+        a database other than its throwaway one (an ``IsolationError``, named), or if the
+        fixture was requested with ``request.getfixturevalue()`` rather than as an argument.
+    """
     name = getattr(request, "param", None)
     if name is UNSELECTED:
         pytest.skip("no tenant selected")
@@ -161,7 +185,20 @@ def tenant(
 def app(
     request: pytest.FixtureRequest, tenant: TenantConfig, _dispatcher_tenants: Workspace
 ) -> Flask:
-    """The tenant's Flask app, built and isolated as the dispatcher builds it, TESTING on."""
+    """The tenant's Flask app, built and isolated as the dispatcher builds it, TESTING on.
+
+    Built once per tenant (and ``app_config``) for the session, by
+    :func:`~dispatcher.build.build_app` (factory, own ``SECRET_KEY``, isolated session cookie,
+    SQLite hardening), and reused: after each test its config, instance folder and database
+    are put back as built. A failed test's app, or one marked ``@pytest.mark.fresh_app``, is
+    not reused.
+
+    :param tenant: the tenant it is built for (so the test runs once per tenant).
+    :return: the app; no app or request context is pushed.
+    :raises pytest.fail.Exception: the test fails, with the reason alone, if the app is refused
+        (``IsolationError``: an engine or instance folder that is not its own). Any other
+        error of the tenant's code while building is the test's error, with its traceback.
+    """
     try:
         return _dispatcher_tenants.app(request.node.stash[_LEASE])
     except IsolationError as e:
@@ -171,13 +208,24 @@ def app(
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    """A test client of the tenant's app (paths are relative to the tenant's mount)."""
+    """A test client of the tenant's app (paths are relative to the tenant's mount).
+
+    A path tenant's requests carry its prefix as ``SCRIPT_NAME``, as the dispatcher mounts
+    it: ``client.get("/auth/login")``, and links and redirects under ``tenant.path``.
+
+    :param app: the tenant's app.
+    :return: ``app.test_client()``, with its own cookie jar.
+    """
     return app.test_client()
 
 
 @pytest.fixture
 def runner(app: Flask) -> FlaskCliRunner:
-    """A runner for the tenant's Flask CLI commands."""
+    """A runner for the tenant's Flask CLI commands.
+
+    :param app: the tenant's app; commands run in its app context, on the test's database.
+    :return: ``app.test_cli_runner()``: ``runner.invoke(args=["create-user", "alice"])``.
+    """
     return app.test_cli_runner()
 
 
@@ -185,7 +233,18 @@ def runner(app: Flask) -> FlaskCliRunner:
 def dispatcher_client(
     request: pytest.FixtureRequest, app_config: dict[str, Any], _dispatcher_tenants: Workspace
 ) -> Iterator[Client]:
-    """A test client of the whole dispatcher: every enabled tenant, on temporary folders."""
+    """A test client of the whole dispatcher: every enabled tenant, on temporary folders.
+
+    A :class:`~dispatcher.Dispatcher` of the tenants file with every enabled tenant moved onto
+    throwaway folders and databases, not watching the file; route with the URL path and a
+    ``Host`` header. It does not multiply a test by itself; in a per-tenant test, that tenant
+    is served from the test's own folder and database (what the test wrote through ``client``
+    shows here). The dispatcher is closed after the test.
+
+    :param app_config: applied to every tenant's app, as for ``app``.
+    :return: a :class:`werkzeug.test.Client` of the dispatcher, with a cookie jar.
+    :raises pytest.fail.Exception: as ``tenant``, if a tenant's configuration is refused.
+    """
     workspace = _dispatcher_tenants
     # In a per-tenant test, that tenant is the test's own (same folder and database as `app`).
     own = request.getfixturevalue("tenant") if "tenant" in request.fixturenames else None
@@ -206,9 +265,7 @@ def dispatcher_client(
     # Not watching the tenants file: an edit during the run must not reload the real folders.
     dispatcher = Dispatcher(tenant_set, watch=False)
     yield Client(dispatcher)
-    for handle in dispatcher.tenants.values():
-        if handle.app is not None:
-            dispose_engines(handle.app)
+    dispatcher.close()  # its background thread stops; every app's engines are disposed
     passed = request.node.stash.get(_PASSED, False)
     for lease in leases:
         workspace.release(lease, passed)

@@ -47,14 +47,11 @@ def create_app(tenant_config: TenantConfig) -> Flask:
     from . import api, commands, problems, tasks
     from .validation import ValidationError
 
-    app.register_blueprint(api.bp)
-    app.register_blueprint(tasks.bp)
-    app.register_blueprint(problems.bp)
-
-    app.cli.add_command(commands.create_user)
-    app.cli.add_command(commands.create_token)
-    app.cli.add_command(commands.revoke_token)
-    app.cli.add_command(commands.list_tokens)
+    # The version prefix is chosen here, once: a v2 would register its blueprints beside these.
+    app.register_blueprint(api.bp, url_prefix=api.PREFIX)
+    app.register_blueprint(tasks.bp, url_prefix=api.PREFIX + "/tasks")
+    app.register_blueprint(problems.bp, url_prefix=api.PREFIX + "/problems")
+    commands.init_app(app)
 
     # JSON only: every error, the API's or the router's (unknown URL, wrong method), is a
     # problem document. The more specific 500 handler wins over the HTTPException one.

@@ -12,10 +12,14 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-#: The API version in the URL; a breaking change gets a new blueprint at ``/api/v2``.
+#: The API version in the URL; a breaking change gets new blueprints under ``/api/v2``.
 VERSION = 1
 
-bp = Blueprint("api", __name__, url_prefix=f"/api/v{VERSION}")
+#: Where every blueprint of this version is mounted, chosen once: :func:`tenants.tasks.create_app`
+#: registers them under it.
+PREFIX = f"/api/v{VERSION}"
+
+bp = Blueprint("api", __name__)
 
 
 @bp.get("/")

@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 
 import click
+from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -130,3 +131,9 @@ def list_tokens(username: str) -> None:
 
 def _minute(moment: datetime) -> str:
     return f"{as_utc(moment):%Y-%m-%d %H:%M} UTC"
+
+
+def init_app(app: Flask) -> None:
+    """Add every command of this module to ``app.cli`` (``flask --help`` then lists them)."""
+    for command in (create_user, create_token, revoke_token, list_tokens):
+        app.cli.add_command(command)

@@ -21,7 +21,8 @@ from .validation import ValidationError
 
 PROBLEM_JSON = "application/problem+json"
 
-bp = Blueprint("problems", __name__, url_prefix="/api/v1/problems")
+#: Mounted at ``/problems`` under the API's prefix (:func:`tenants.tasks.create_app`).
+bp = Blueprint("problems", __name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ from .validation import (
     validate_query,
 )
 
-bp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+#: Mounted at ``/tasks`` under the API's prefix (:func:`tenants.tasks.create_app`).
+bp = Blueprint("tasks", __name__)
 bp.before_request(require_token)
 
 #: A task's writable fields; PATCH takes any subset of them.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,18 +11,6 @@ import pytest
 from .helpers import SQLITE_TENANTS, Tenants
 
 WriteTenants = Callable[..., Path]
-
-
-@pytest.fixture(autouse=True)
-def restore_process_state() -> Iterator[None]:
-    """The CLI configures root logging on the runner's stream and puts the tenants file's
-    folder on sys.path; undo both after each test."""
-    root = logging.getLogger()
-    handlers, level, path = list(root.handlers), root.level, list(sys.path)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    sys.path[:] = path
 
 
 @pytest.fixture

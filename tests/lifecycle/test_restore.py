@@ -230,6 +230,10 @@ def corrupt(archive: Path, tmp_path: Path, how: str) -> Path:
     elif how == "newer format":
         found = manifest(archive) | {"version": 99}
         rewrite(archive, out, {"manifest.json": json.dumps(found).encode()})
+    elif how == "version garbled":
+        found = manifest(archive)
+        found["versiom"] = found.pop("version")
+        rewrite(archive, out, {"manifest.json": json.dumps(found).encode()})
     elif how == "path outside":
         found = manifest(archive)
         found["members"]["files/../../escaped"] = found["members"].pop("files/secret_key")
@@ -251,6 +255,7 @@ def corrupt(archive: Path, tmp_path: Path, how: str) -> Path:
         ("member missing", ["is incomplete: files/secret_key missing"]),
         ("no manifest", ["is not a dispatcher backup (no manifest.json first)"]),
         ("newer format", ["was written by a newer dispatcher (archive format 99"]),
+        ("version garbled", ["is damaged: its manifest.json is incomplete or malformed"]),
         ("path outside", ["is damaged: its manifest.json is incomplete or malformed"]),
         ("counts lie", ["its database does not hold the rows it lists"]),
     ],
