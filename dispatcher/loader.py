@@ -42,11 +42,29 @@ def load_tenants(
     instance_root: str | None = None,
     text: str | None = None,
 ) -> TenantSet:
-    """Read and validate a tenants file; raise :class:`ConfigError` listing every problem.
+    """Read and validate a tenants file: the tenant set a dispatcher serves.
 
-    ``instance_root`` overrides the file's own (the test plugin puts tenants on temporary
-    folders this way; ``{instance_path}`` in database URLs follows it). ``text``, if given, is
-    read as if it were the file's content (``diff`` compares an earlier version this way).
+    Every rule of docs/tenants-yaml.md is checked and every mistake found is reported at once,
+    each located by file and line. ``${VAR}`` and ``${VAR:-default}`` inside string values are
+    expanded from ``environ``. The file's folder is put on ``sys.path``, so that an ``app:``
+    such as ``tenants.notes`` resolves from any working directory; no tenant module is
+    imported and nothing is created on disk. ::
+
+        tenant_set = load_tenants("tenants.yaml")
+        tenant_set["acme"].database_uri
+
+    :param path: the tenants file. Relative folders inside it are taken from its folder.
+    :param environ: where ``${VAR}`` is looked up; ``os.environ`` if ``None``.
+    :param instance_root: overrides the file's own (the test plugin puts tenants on temporary
+        folders this way; ``{instance_path}`` in database URLs follows it).
+    :param text: read as if it were the file's content (``diff`` compares an earlier version
+        this way); ``path`` then only names the file in messages and locates its folder.
+    :return: the validated :class:`~dispatcher.tenant.TenantSet`. Warnings (risks such as an
+        unquoted ``yes``, not mistakes) do not stop it; :func:`check_tenants` returns them.
+    :raises dispatcher.ConfigError: the file cannot be read, is not valid YAML, or breaks a
+        rule. ``str(error)`` lists every problem, one per line (``tenants.yaml:3: tenant
+        'acme', field 'pth': unknown field 'pth' (did you mean 'path'?). Fix the spelling...``);
+        ``error.problems`` holds them as :class:`~dispatcher.problems.Problem`.
     """
     tenant_set, problems = check_tenants(path, environ, instance_root=instance_root, text=text)
     errors = [p for p in problems if not p.warning]
@@ -62,7 +80,24 @@ def check_tenants(
     instance_root: str | None = None,
     text: str | None = None,
 ) -> tuple[TenantSet | None, list[Problem]]:
-    """Validate a tenants file; return the set (``None`` if any error) and all problems."""
+    """Validate a tenants file without raising: the tenant set, and every problem found.
+
+    The same rules as :func:`load_tenants` (which calls this), for a caller that reports the
+    problems itself: ``python -m dispatcher check`` prints errors and warnings alike. ::
+
+        tenant_set, problems = check_tenants("tenants.yaml")
+        for problem in problems:
+            print(problem)
+
+    :param path: the tenants file, as for :func:`load_tenants`.
+    :param environ: where ``${VAR}`` is looked up; ``os.environ`` if ``None``.
+    :param instance_root: overrides the file's own, as for :func:`load_tenants`.
+    :param text: read as if it were the file's content, as for :func:`load_tenants`.
+    :return: ``(tenant_set, problems)``. ``tenant_set`` is ``None`` when any problem is an
+        error (``problem.warning`` false); ``problems`` holds errors and warnings in file
+        order, a problem in ``defaults`` once rather than once per tenant. A file that cannot
+        be read is one problem and no set. Nothing is raised for a bad file.
+    """
     file = os.fspath(path)
     if text is None:
         text, unreadable = read_text(file)
