@@ -64,8 +64,9 @@ class Dispatcher:
 
     Each request goes to its tenant's app by host, then by the path's first segment; an
     unknown host or path is a 404 (never some other tenant), a tenant that failed to build,
-    is held or is at its concurrency limit answers 503, and ``/_dispatcher/...`` serves
-    health, status and metrics on every host. Eager tenants are built when it is created,
+    is held or is at its concurrency limit answers 503, and ``/_dispatcher/health`` (and
+    ``/_dispatcher/metrics``, to the clients ``metrics: {allow: ...}`` lets in) answers on
+    every host. Eager tenants are built when it is created,
     lazy ones on their first request. A background thread per process (started again in a
     forked child) looks at the tenants file and the holds once a second, builds added and
     changed tenants beside the running set and swaps them in, evicts idle apps and retries
@@ -76,7 +77,7 @@ class Dispatcher:
         dispatcher.close()
 
     Use it as the WSGI ``application`` (``wsgi.py``) or through :func:`create_dispatcher`,
-    which also configures logging and signals; call :meth:`close` when done with it.
+    which also configures logging; call :meth:`close` when done with it.
 
     :param tenant_set: the loaded tenants file (:func:`~dispatcher.load_tenants`).
     :param watch: follow edits of the tenants file and the holds (maintenance) of its
