@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fixtures import notes_tenants
+from bench.fixtures import notes_tenants, notes_tenants_file
 from bench.issue15 import summary_section
 from bench.report import ROOT, spread
 from bench.results import save
@@ -133,26 +133,13 @@ def bench_plugin_costs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 # --- 100,000 lazy tenants under uWSGI ----------------------------------------------------------
 
 
-def lazy_file(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / "tenants.yaml"
-    lines = [
-        "version: 1",
-        "server_names: [127.0.0.1]",
-        f"instance_root: {folder / 'instance'}",
-        "defaults: {app: tenants.notes, mount: path, lazy: true}",
-        "tenants:",
-    ]
-    file.write_text("\n".join(lines + [f"  t{i:06d}:" for i in range(count)]) + "\n")
-    (folder / "instance").mkdir(exist_ok=True)
-    return file
-
-
 def bench_boot(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from bench.servers import Server
 
     sizes = (1, args.boot_tenants)
-    files = {n: lazy_file(work / f"boot-{n}", n) for n in sizes}
+    files = {n: notes_tenants_file(work / f"boot-{n}", n) for n in sizes}
+    for file in files.values():
+        (file.parent / "instance").mkdir(exist_ok=True)
     boot: dict[str, list[float]] = {str(n): [] for n in sizes}
     rss: dict[str, list[float]] = {str(n): [] for n in sizes}
     for i in range(args.boot_rounds):

@@ -15,11 +15,8 @@ import shutil
 from pathlib import Path
 
 
-def notes_tenants(folder: Path, count: int, *, lazy: bool = True) -> Path:
-    """``folder/tenants.yaml``: ``count`` notes tenants by path, each database at head."""
-    from dispatcher import build_app, load_tenants
-    from dispatcher.database import dispose_engines
-
+def notes_tenants_file(folder: Path, count: int, *, lazy: bool = True) -> Path:
+    """``folder/tenants.yaml``: ``count`` notes tenants by path; nothing else is created."""
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / "tenants.yaml"
     lines = [
@@ -31,6 +28,15 @@ def notes_tenants(folder: Path, count: int, *, lazy: bool = True) -> Path:
     ]
     lines += [f"  t{i:05d}:" for i in range(count)]
     file.write_text("\n".join(lines) + "\n")
+    return file
+
+
+def notes_tenants(folder: Path, count: int, *, lazy: bool = True) -> Path:
+    """``folder/tenants.yaml``: ``count`` notes tenants by path, each database at head."""
+    from dispatcher import build_app, load_tenants
+    from dispatcher.database import dispose_engines
+
+    file = notes_tenants_file(folder, count, lazy=lazy)
     tenant_set = load_tenants(file)
     first = tenant_set.tenants[0]
     dispose_engines(build_app(first))  # created at head, by the dispatcher
