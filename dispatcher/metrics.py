@@ -299,19 +299,3 @@ class _WithoutCreated:
         for metric in self.registry.collect():
             metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
             yield metric
-
-
-class NullMetrics:
-    """Metrics that go nowhere: a :class:`~dispatcher.tenantapp.TenantApp` made on its own."""
-
-    def __init__(self) -> None:
-        self.record = collections.deque[tuple[str, int | str, float]](maxlen=0).append
-
-    def observe(self, tenant: str, status: int | str, seconds: float) -> None:
-        pass
-
-    def rejected(self, tenant: str, reason: str) -> None:
-        pass
-
-    def build(self, tenant: str, ok: bool, seconds: float) -> None:
-        pass

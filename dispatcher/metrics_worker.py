@@ -1,19 +1,17 @@
-"""One worker's metrics: which :class:`~dispatcher.metrics.Metrics` it writes to, and the
-thread that writes them out every second.
+"""One worker's metrics: which :class:`~dispatcher.metrics.Metrics` it writes to (the
+dispatcher's background thread flushes them every second).
 
 Under uWSGI each worker has one, writing into its server's folder (see
 :mod:`dispatcher.metrics_files`); elsewhere (the dev server, tests) each dispatcher has its
 own, in memory::
 
     metrics = process_metrics(tenant_set.instance_root)
-    Flusher(metrics, routes.snapshot).ensure_running()      # under uWSGI
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
 
 from . import metrics_files
 from .metrics import Metrics
@@ -58,33 +56,3 @@ def _use_multiprocess_values() -> None:
 
     if not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue()
-
-
-class Flusher:
-    """A daemon thread that flushes a worker's metrics about once a second, so an idle
-    worker's last requests are counted too (the request path's tick needs requests)."""
-
-    def __init__(
-        self, metrics: Metrics, snapshot: Callable[[], tuple[Mapping[str, int], Mapping[str, str]]]
-    ) -> None:
-        self.metrics = metrics
-        self.snapshot = snapshot
-        self.interval = 1.0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def ensure_running(self) -> None:
-        """Start the thread unless it runs (again after a fork: threads do not survive it)."""
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.metrics.flush(*self.snapshot())
-            except Exception:  # never let the figures stop: log and go on next second
-                log.exception("flushing the metrics failed")

@@ -196,16 +196,6 @@ def normalise_host(raw: str) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
-def request_host(environ: WSGIEnvironment) -> str:
-    """The request's host as mounts are matched: ``Host`` header, else ``SERVER_NAME``."""
-    raw = environ.get("HTTP_HOST")
-    if raw is None:
-        raw = environ.get("SERVER_NAME", "")
-    if len(raw) > _LONGEST_HOST:  # no valid host is this long
-        return ""
-    return normalise_host(raw)
-
-
 def is_reserved(path: str) -> bool:
     """A path under the reserved prefix (called once it starts with it)."""
     return path == RESERVED_PREFIX or path[len(RESERVED_PREFIX)] == "/"
