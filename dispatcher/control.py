@@ -160,16 +160,38 @@ class DatabaseHolds:
         refresher.start()
 
     def _refresh(self, name: str, stop: threading.Event) -> None:
-        """Push the hold's expiry forward while the holder lives (its own connection)."""
-        if stop.is_set():  # released before this thread got going
-            return
-        with contextlib.closing(connect(self.url)) as connection:
-            while not stop.wait(self.ttl / 3):
-                connection.execute(
-                    "UPDATE dispatcher_holds SET expires_at = now() + make_interval(secs => %s) "
-                    "WHERE tenant = %s AND holder = %s",
-                    (self.ttl, name, self.holder),
-                )
+        """Push the hold's expiry forward while the holder lives (its own connection).
+
+        A failed push (the network blinked, the server restarted) is logged and tried again
+        on a new connection at the next turn: the hold lapses only if the database stays out
+        of reach for its whole time to live.
+        """
+        connection: psycopg.Connection[Any] | None = None
+        try:
+            while not stop.wait(0 if connection is None else self.ttl / 3):
+                try:
+                    if connection is None:
+                        connection = connect(self.url)
+                    connection.execute(
+                        "UPDATE dispatcher_holds "
+                        "SET expires_at = now() + make_interval(secs => %s) "
+                        "WHERE tenant = %s AND holder = %s",
+                        (self.ttl, name, self.holder),
+                    )
+                except psycopg.Error as e:
+                    log.warning(
+                        "cannot push the hold of '%s' forward in the control database (%s); "
+                        "trying again",
+                        name,
+                        e,
+                    )
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    stop.wait(1)
+        finally:
+            if connection is not None:
+                connection.close()
 
     def release(self, name: str) -> None:
         refresher = self._refreshers.pop(name, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -112,7 +113,7 @@ class Dispatcher:
         record_running(tenant_set)
         self.watcher = FileWatcher(tenant_set) if watch else None
         self.holds = store_for(tenant_set) if watch else None
-        self.worker = worker_name()
+        self._worker_name, self._worker_pid = "", 0
         self._force = False
         self._frozen_garbage = 0
         self._held: frozenset[str] = frozenset()
@@ -227,8 +228,8 @@ class Dispatcher:
                 self._reclaim_frozen()
             self.metrics.flush(*self.routes.snapshot())
             for handle in list(self.states.failed.values()):
-                if not handle.tenant.lazy:
-                    handle.start_build()
+                if not handle.tenant.lazy and handle.name not in self._held:
+                    handle.start_build()  # (a held one is built when its hold ends)
 
     def _reclaim_frozen(self) -> None:
         """Collect the apps closed since they were frozen (``gc.freeze`` after a build keeps
@@ -263,7 +264,10 @@ class Dispatcher:
         self.create_databases = tenant_set.create_databases
         self._metered = bool(tenant_set.metrics_allow)
         handles = self._handles(tenant_set, old.tenants)
-        _build_eager(h for h in handles.values() if h is not old.tenants.get(h.name))
+        held = self._held  # built when their hold ends, not under the holder's work
+        _build_eager(
+            h for h in handles.values() if h is not old.tenants.get(h.name) and h.name not in held
+        )
         self._set_routes(Routes(tenant_set, handles, self.states, self.metrics, self._held))
         record_running(tenant_set)
         self.secrets.keep_only(set(handles))
@@ -301,9 +305,16 @@ class Dispatcher:
         held = self.holds.held()
         if held != self._held:
             self.hold(held)
-        if self._ticker is not None:
+        if self._ticker is not None and self._ticker.pid == os.getpid():
             drained = frozenset(name for name in held if self._let_go(name))
-            self.holds.report(self.worker, drained)
+            self.holds.report(self._worker(), drained)
+
+    def _worker(self) -> str:
+        """This dispatcher's name in the holds' reports: each process reports for itself,
+        also the workers a uWSGI master forked after loading it (no lazy-apps)."""
+        if self._worker_pid != os.getpid():
+            self._worker_name, self._worker_pid = worker_name(), os.getpid()
+        return self._worker_name
 
     def _let_go(self, name: str) -> bool:
         """Whether a held tenant has no request in flight and no app open (dropping it)."""
@@ -313,6 +324,7 @@ class Dispatcher:
         if handle.app is None:
             return not handle.building
         if handle.evict():  # its next build, once released, reads what the holder left
+            self.live.forget(handle)
             self._frozen_garbage += handle.freeze
             log.info("tenant '%s' held: its app is closed until the hold is released", name)
             return True
@@ -323,7 +335,8 @@ class Dispatcher:
         if self._ticker is not None:
             self._ticker.stop()
         if self.holds is not None:
-            self.holds.forget(self.worker)
+            if self._worker_pid == os.getpid():  # it reported
+                self.holds.forget(self._worker_name)
             self.holds.close()
         for handle in self.tenants.values():
             handle.close()

@@ -147,8 +147,10 @@ class TenantApp:
 
     @property
     def building(self) -> bool:
-        """Whether a build is under way."""
-        return self._building is not None
+        """Whether a build is under way (in this process: one the process it was forked from
+        had under way has no thread here)."""
+        building = self._building
+        return building is not None and building.pid == os.getpid()
 
     @property
     def in_flight(self) -> int:

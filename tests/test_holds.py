@@ -18,7 +18,7 @@ from werkzeug.test import Client
 
 from dispatcher import Dispatcher, holds, load_tenants
 from dispatcher.holds import HoldError, held, store_for
-from tests.conftest import postgres
+from tests.conftest import Clock, postgres
 from tests.e2e.servers import wait_for
 
 HOST = {"Host": "localhost"}
@@ -244,3 +244,36 @@ def test_a_control_database_holds_a_tenant_on_every_node(
         assert [status(c, "/acme/") for c in clients] == [503, 503]
         assert [status(c, "/globex/") for c in clients] == [200, 200]
     assert [status(c, "/acme/") for c in clients] == [200, 200]
+
+
+def test_a_held_tenant_whose_build_failed_is_not_built_again_until_released(
+    tenants_file: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retries of a failed build wait for the hold to end: the holder (migrate, restore)
+    has the tenant's database to itself."""
+    tenants_file.write_text(
+        tenants_file.read_text() + '  quits: {path: /quits, app: "tests.apps.hostile:exits"}\n'
+    )
+    tenant_set = load_tenants(tenants_file)
+
+    def builds() -> int:
+        return sum(1 for r in caplog.records if getattr(r, "tenant", None) == "quits")
+
+    dispatcher = Dispatcher(tenant_set, background=False)
+    store = store_for(tenant_set)
+    try:
+        wait_for(lambda: not dispatcher.tenants["quits"].building, "the first build")
+        assert builds() == 1
+        store.put("quits", "testing")
+        for _ in range(3):  # well past every retry time
+            clock.now += 60
+            dispatcher.tick()
+        assert builds() == 1
+        assert status(Client(dispatcher), "/quits/") == 503
+        store.release("quits")
+        dispatcher.tick()  # released: built again at once
+        wait_for(lambda: builds() == 2, "the build after the hold")
+    finally:
+        store.release("quits")
+        store.close()
+        dispatcher.close()

@@ -6,6 +6,7 @@ The servers here listen with ``--http-socket`` (no nginx: what is tested is uWSG
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import textwrap
@@ -15,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from dispatcher import load_tenants
+from dispatcher.holds import held
 
 from .client import fetch
 from .servers import Tools, Uwsgi, free_port, wait_for
@@ -179,3 +183,17 @@ def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path
 
     wait_for(lambda: every_worker_serves("/added/"), "both workers to serve the added tenant")
     wait_for(lambda: every_worker_serves("/stuck/"), "both workers to build the stuck tenant")
+
+    # Each worker reports to the holds for itself (not under a name made in the master).
+    reports = server.folder / "instance" / ".maintenance" / ".workers"
+    workers = server.pids()
+
+    def reporters() -> set[int]:
+        files = [p for p in reports.iterdir() if not p.name.endswith(".tmp")]
+        found = {json.loads(p.read_text())["pid"] for p in files}
+        return found if found == workers else set()
+
+    wait_for(reporters, "each worker's own report")
+    with held(load_tenants(server.file), "acme", "testing"):
+        assert {server.get("/acme/") for _ in range(8)} == {503}
+    assert every_worker_serves("/acme/")
