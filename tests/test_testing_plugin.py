@@ -831,7 +831,7 @@ def create_app(tenant_config):
 
 
 @pytest.mark.parametrize(
-    "how", ["defaults-config", "tenant-config", "app-config", "binds", "factory"]
+    "how", ["defaults-config", "tenant-config", "app-config", "binds", "connect-args", "factory"]
 )
 def test_an_app_that_could_reach_a_real_database_fails_its_tests(
     project: pytest.Pytester, tmp_path: Path, how: str
@@ -846,6 +846,7 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
         "tenant-config": ("defaults: {app: shop}", "config: {SQLALCHEMY_DATABASE_URI: '%s'}"),
         "app-config": ("defaults: {app: shop}", ""),
         "binds": ("defaults: {app: shop}", ""),
+        "connect-args": ("defaults: {app: shop}", ""),
         "factory": ("defaults: {app: shop.rogue}", ""),
     }[how]
     defaults, extra = (part.replace("%s", uri) for part in config)
@@ -857,6 +858,8 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
     app_config = {
         "app-config": {"SQLALCHEMY_DATABASE_URI": uri},
         "binds": {"SQLALCHEMY_BINDS": {"audit": uri}},
+        # (On PostgreSQL, connect_args override the URL's database.)
+        "connect-args": {"SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": 1}}},
     }.get(how, {})
     project.makepyfile(
         f"""
@@ -877,7 +880,9 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
     output = result.stdout.str() + result.stderr.str()
     assert result.ret != pytest.ExitCode.OK
     assert "passed" not in output.splitlines()[-1]
-    key = "SQLALCHEMY_BINDS" if how == "binds" else "SQLALCHEMY_DATABASE_URI"
+    key = {"binds": "SQLALCHEMY_BINDS", "connect-args": "connect_args"}.get(
+        how, "SQLALCHEMY_DATABASE_URI"
+    )
     if how == "factory":
         result.stdout.fnmatch_lines(
             ["*IsolationError*: its app uses the SQLite file *production.db, not the tenant's own*"]

@@ -26,13 +26,12 @@ from flask import Flask
 from flask.globals import _cv_app
 
 from ..errors import IsolationError
+from ..rules import config_faults
 from ..tenant import TenantConfig
 
 #: Flask sets this on the first request; put back so a test may still add routes, as on a
 #: new app (the app is then dropped after the test).
 _FIRST_REQUEST = "_got_first_request"
-#: Config keys that would point the app at a database other than the test's throwaway one.
-_DATABASE_KEYS = ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_BINDS")
 
 
 class AppState:
@@ -96,12 +95,14 @@ def copy_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_config(tenant: TenantConfig) -> None:
-    """Refuse, before any factory runs, a config that sets the database itself."""
-    keys = [key for key in _DATABASE_KEYS if key in tenant.config]
-    if keys:
+    """Refuse, before any factory runs, a config that could set the database itself: the
+    rules tenants.yaml's config is checked by, applied to what the app_config fixture added."""
+    faults = config_faults(dict(tenant.config))
+    if faults:
+        keys = " and ".join(".".join(fault.field) for fault in faults)
         raise IsolationError(
-            f"tenant '{tenant.name}' ({tenant.source or 'tenants file'}): {' and '.join(keys)} "
-            "in its config (tenants.yaml config:, defaults.config: or the app_config fixture) "
-            "would point its app at a database other than the test's throwaway one. The "
-            "database is set with 'database:' in tenants.yaml; remove the key"
+            f"tenant '{tenant.name}' ({tenant.source or 'tenants file'}): {keys} in its "
+            "config (tenants.yaml config:, defaults.config: or the app_config fixture) could "
+            "point its app at a database other than the test's throwaway one. The database is "
+            "set with 'database:' in tenants.yaml; remove the key"
         )
