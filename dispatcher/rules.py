@@ -224,3 +224,11 @@ def add_import_root(root: str) -> None:
     """Make the tenants file's folder importable, so ``tenants.notes`` resolves from any cwd."""
     if root not in sys.path:
         sys.path.insert(0, root)
+
+
+def without_secrets(url: str | URL) -> str:
+    """A database URL as messages show it: its password, and any ``?password=``-like query
+    value, hidden."""
+    url = make_url(url)
+    query = {k: "***" if "password" in k.lower() else v for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)

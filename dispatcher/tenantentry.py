@@ -315,7 +315,7 @@ class TenantEntries:
         if absolute is not parsed:
             url = absolute.render_as_string(hide_password=False)
         key = rules.database_key(absolute)
-        self.clashes.claim("database", key, url, name, where, line)
+        self.clashes.claim("database", key, rules.without_secrets(absolute), name, where, line)
         return url
 
 

@@ -504,3 +504,17 @@ def test_loading_runs_no_tenant_code(files: Files) -> None:
     (files.dir / files.pkg / "__init__.py").write_text("raise RuntimeError('tenant code ran')\n")
     assert files.load(T("a: {path: /a, app: demoapp.notes:make}"))["a"].factory == "make"
     assert files.pkg not in sys.modules
+
+
+def test_a_clashing_database_is_named_without_its_password(tmp_path: Path) -> None:
+    # `check` prints this, and a refused live edit logs it.
+    path = tmp_path / "tenants.yaml"
+    url = "postgresql://shop:hunter2@db.example.com/shop?sslpassword=hunter3"
+    path.write_text(
+        "version: 1\ndefaults: {app: tests.apps.echo}\ntenants:\n"
+        f"  a: {{path: /a, database: '{url}'}}\n  b: {{path: /b, database: '{url}'}}\n"
+    )
+    _, problems = check_tenants(path, environ={})
+    shown = "\n".join(str(p) for p in problems)
+    assert "duplicate database 'postgresql+psycopg://shop:***@db.example.com/shop" in shown
+    assert "hunter" not in shown

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import click
 from flask import Flask
-from sqlalchemy.engine import make_url
 
 from ..build import build_app
 from ..errors import BuildError
@@ -103,10 +102,3 @@ def build_or_fail(tenant: TenantConfig, create_database: bool = False) -> Flask:
         except Exception as e:
             log.exception("tenant '%s' failed to build", tenant.name)
             raise click.ClickException(f"{tenant.name}: failed: {type(e).__name__}: {e}") from None
-
-
-def without_secrets(uri: str) -> str:
-    """The URL with its password, and any ``?password=``-like query value, hidden."""
-    url = make_url(uri)
-    query = {k: "***" if "password" in k.lower() else v for k, v in url.query.items()}
-    return url.set(query=query).render_as_string(hide_password=True)

@@ -12,13 +12,13 @@ from ..copydb import copy_database
 from ..database import dispose_engines
 from ..logs import configure_logging, tenant_context
 from ..migrate import migrate_tenants
+from ..rules import without_secrets
 from .common import (
     build_or_fail,
     load,
     select,
     tenants_file,
     tenants_file_option,
-    without_secrets,
 )
 
 

@@ -15,10 +15,11 @@ from ..holds import store_for
 from ..loader import check_tenants, load_tenants
 from ..migrate import database_revision
 from ..problems import ConfigError
+from ..rules import without_secrets
 from ..running import running_text
 from ..tenant import TenantConfig
 from ..watch import compare
-from .common import load, tenants_file, tenants_file_option, without_secrets
+from .common import load, tenants_file, tenants_file_option
 from .lifecycle import echo_archived
 
 
