@@ -53,7 +53,10 @@ class NodeHealth:
 
 def check_url(url: str) -> str | None:
     """Why ``url`` is not a node address ``status`` can reach; ``None`` if it is one."""
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as e:  # an unclosed [IPv6 address, say
+        return f"not a URL ({e}); a node's base URL looks like http://10.0.0.11:8000"
     if parsed.scheme in ("http", "https", "uwsgi") and parsed.hostname:
         try:
             parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)

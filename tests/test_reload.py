@@ -243,6 +243,22 @@ def test_diff_without_a_running_copy_says_how(write_tenants: Callable[[str], Pat
     assert "--against" in result.output
 
 
+def test_diff_against_a_file_that_is_not_utf8_says_where(
+    write_tenants: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from dispatcher.cli import main
+
+    path = write_tenants(BASE + "      acme: {path: /acme}\n")
+    older = tmp_path / "older.yaml"
+    older.write_bytes(b"version: 1\n\xff\n")
+    result = CliRunner().invoke(main, ["-f", str(path), "diff", "--against", str(older)])
+    assert result.exit_code == 1
+    assert f"{older}:2: the file is not UTF-8 text" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_a_requested_reload_rereads_an_unchanged_file(edit: Editor, tmp_path: Path) -> None:
     """SIGHUP under `python -m dispatcher serve` calls reload_now(): the file is re-read even
     when its time, size and inode look unchanged (two edits within one clock tick, say)."""

@@ -152,7 +152,15 @@ def test_an_answer_that_is_no_health_is_an_error(
 
 @pytest.mark.parametrize(
     "url",
-    ["10.0.0.11:8000", "ftp://10.0.0.11", "http://", "uwsgi://10.0.0.11", "http://a:x", "unix:x"],
+    [
+        "10.0.0.11:8000",
+        "ftp://10.0.0.11",
+        "http://",
+        "uwsgi://10.0.0.11",
+        "http://a:x",
+        "unix:x",
+        "http://[::1",
+    ],
 )
 def test_a_url_that_is_no_node_address_exits_2(url: str) -> None:
     code, output = status(url)

@@ -107,7 +107,8 @@ def test_default_url_is_the_local_node(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com", "uwsgi://127.0.0.1", "unix:/nonexistent/uwsgi.sock"]
+    "url",
+    ["ftp://example.com", "uwsgi://127.0.0.1", "unix:/nonexistent/uwsgi.sock", "http://[::1"],
 )
 def test_an_unusable_url_is_a_clear_error(url: str) -> None:
     result = CliRunner().invoke(main, ["top", "--once", "--url", url])

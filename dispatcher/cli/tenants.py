@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import click
 
@@ -19,6 +18,7 @@ from ..rules import without_secrets
 from ..running import running_text
 from ..tenant import TenantConfig
 from ..watch import compare
+from ..yamlfile import read_text
 from .common import load, tenants_file, tenants_file_option
 from .lifecycle import echo_archived
 
@@ -115,7 +115,12 @@ def diff(ctx: click.Context, against: str | None) -> None:
     Exits 1 if the edited file is not valid (a reload would then change nothing).
     """
     new = load(ctx)
-    text = running_text(new) if against is None else Path(against).read_text()
+    if against is None:
+        text = running_text(new)
+    else:
+        text, unreadable = read_text(against)  # bounded, and not UTF-8 is a located problem
+        if unreadable is not None:
+            raise click.ClickException(str(unreadable))
     if text is None:
         raise click.ClickException(
             f"no running copy in {new.instance_root}: no server has loaded this file yet; "

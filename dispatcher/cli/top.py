@@ -63,7 +63,11 @@ def top(url: str | None, interval: float, once: bool) -> None:
     tenants file's 'metrics: allow' lets in: this host, by default), summed over its workers.
     Rates and latencies cover the interval between two reads. Quit with q or Ctrl-C.
     """
-    url = metrics_url(url or default_url())
+    url = url or default_url()
+    try:
+        url = metrics_url(url)
+    except ValueError as e:  # an unclosed [IPv6 address, say
+        raise click.ClickException(f"cannot read {url}: not a URL ({e})") from None
     console = Console()
     try:
         before = read(url)
