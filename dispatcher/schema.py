@@ -160,18 +160,23 @@ def validate(model: type[Model], data: Any, at: Path, doc: YamlDocument) -> Mode
         return None
 
 
-def salvage(model: type[Model], data: Any, at: Path, doc: YamlDocument) -> Model | None:
+def salvage(
+    model: type[Model], data: Any, at: Path, doc: YamlDocument, since: int = 0
+) -> Model | None:
     """After :func:`validate` failed: drop what it reported and validate the rest, quietly.
 
     The best-effort result lets the loader go on checking everything else (other fields,
-    clashes with other tenants), so every problem is reported in one run.
+    clashes with other tenants), so every problem is reported in one run. ``since``: the
+    number of problems before the failed validation (only the later ones are looked at, so
+    checking many tenants with mistakes does not grow with the square of their number).
     """
     if not isinstance(data, dict):
         return None
     scratch = copy.deepcopy(data)
-    for problem in doc.problems:
+    for problem in doc.problems[since:]:
         if problem.path[: len(at)] == at:
             _delete(scratch, problem.path[len(at) :])
+    _drop_deleted_items(scratch)
     try:
         return model.model_validate(scratch)
     except ValidationError:
@@ -189,7 +194,20 @@ def _delete(data: Any, path: Path) -> None:
     if path and isinstance(data, dict):
         data.pop(path[-1], None)
     elif path and isinstance(data, list) and isinstance(path[-1], int) and path[-1] < len(data):
-        data[path[-1]] = None  # keep the other items' positions
+        data[path[-1]] = _DELETED  # the other items keep their positions until all are marked
+
+
+def _drop_deleted_items(data: Any) -> None:
+    """Take the items :func:`_delete` marked out of their lists (``hosts: [a.com, 5]`` is
+    checked as ``[a.com]``)."""
+    values = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    for value in values:
+        _drop_deleted_items(value)
+    if isinstance(data, list):
+        data[:] = [item for item in data if item is not _DELETED]
+
+
+_DELETED: Any = object()
 
 
 def _report(model: type[BaseModel], error: Any, at: Path, doc: YamlDocument) -> None:

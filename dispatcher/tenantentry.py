@@ -65,6 +65,11 @@ class TenantEntries:
         #: What the entries read so far take that no other tenant may have.
         self.clashes = Clashes(doc, server_names)
         self._missing_modules: dict[str, str | None] = {}
+        #: Per tenant, its fields with a problem from the parse (a missing ``${VAR}``).
+        self._broken_while_parsing: dict[Any, set[Any]] = {}
+        for path in reported:
+            if len(path) > 2 and path[0] == "tenants":
+                self._broken_while_parsing.setdefault(path[1], set()).add(path[2])
 
     def read(self, name: Any, raw: Any) -> TenantConfig | None:
         """Validate one entry merged over ``defaults``; ``None`` if it has errors."""
@@ -74,7 +79,11 @@ class TenantEntries:
             return None
         at: Path = ("tenants", name)
         # Fields reported as broken are not reported again as missing.
-        broken = broken_fields(self.doc, at) | self.broken_defaults
+        broken = (
+            broken_fields(self.doc, at, since=before)
+            | self._broken_while_parsing.get(name, set())
+            | self.broken_defaults
+        )
         source = f"{self.doc.file}:{self.doc.line(at)}"
         check_owned_config(self.doc, tenant.config, (*at, "config"))
         instance_path = os.path.normpath(os.path.join(self.instance_root, name))
@@ -114,7 +123,10 @@ class TenantEntries:
                 "ending with a letter or digit (it becomes a DNS label)",
             )
         entry = {} if raw is None else raw
-        return validate(Tenant, entry, at, self.doc) or salvage(Tenant, entry, at, self.doc)
+        before = len(self.doc.problems)
+        return validate(Tenant, entry, at, self.doc) or salvage(
+            Tenant, entry, at, self.doc, since=before
+        )
 
     def _inherited(self, tenant: Tenant, field: str, default: Any = None) -> Any:
         """The entry's ``field``, else the one in ``defaults``, else ``default``."""
@@ -336,10 +348,13 @@ def check_owned_config(doc: YamlDocument, config: Any, at: Path) -> None:
         doc.problem((*at, *fault.field), fault.message, fault.fix)
 
 
-def broken_fields(doc: YamlDocument, at: Path) -> set[Any]:
-    """The fields directly under ``at`` that already have a problem."""
+def broken_fields(doc: YamlDocument, at: Path, since: int = 0) -> set[Any]:
+    """The fields directly under ``at`` that have a problem (among the problems from
+    ``since`` on)."""
     depth = len(at)
-    return {p.path[depth] for p in doc.problems if len(p.path) > depth and p.path[:depth] == at}
+    return {
+        p.path[depth] for p in doc.problems[since:] if len(p.path) > depth and p.path[:depth] == at
+    }
 
 
 _NO_LIMITS = Limits(concurrent=None)

@@ -518,3 +518,25 @@ def test_a_clashing_database_is_named_without_its_password(tmp_path: Path) -> No
     shown = "\n".join(str(p) for p in problems)
     assert "duplicate database 'postgresql+psycopg://shop:***@db.example.com/shop" in shown
     assert "hunter" not in shown
+
+
+def test_a_bad_item_in_a_list_leaves_the_rest_checked(tmp_path: Path) -> None:
+    """Every mistake in one run: a list with one bad item is checked without that item, at
+    the top level and in a tenant, so the other tenants and the other items are checked."""
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        "version: 1\n"
+        "base_domain: example.com\n"
+        "server_names: [app.example.com, 5]\n"
+        "defaults: {app: tests.apps.echo}\n"
+        "tenants:\n"
+        "  a: {hosts: [x.example.com, 5]}\n"
+        "  b: {hosts: [x.example.com]}\n"
+        "  c: {path: /c, app: no.such.module}\n"
+    )
+    _, problems = check_tenants(path, environ={})
+    shown = "\n".join(str(p) for p in problems)
+    assert "field 'server_names.1'" in shown
+    assert "field 'hosts.1'" in shown
+    assert "duplicate host 'x.example.com': tenant 'a'" in shown
+    assert "app module 'no.such.module' was not found" in shown
