@@ -33,6 +33,7 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import make_url
 
 from .holds import LIVE_SECONDS, HoldError
+from .rules import without_secrets
 
 log = logging.getLogger("dispatcher")
 
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS dispatcher_workers (
 )
 """
 
+
+_REACHABLE = (
+    "Check 'control_database:' in the tenants file: the database must exist and take "
+    "connections from this node"
+)
 
 #: Seconds a connection to the control database may take to open.
 CONNECT_TIMEOUT = 5
@@ -111,7 +117,13 @@ class DatabaseHolds:
             rows = self._execute(sql, params)
         except psycopg.Error as e:
             if not self._unreachable:
-                log.error("control database unreachable, keeping the holds last seen: %s", e)
+                log.error(
+                    "control database %s unreachable, keeping the holds last seen: %s. Check "
+                    "'control_database:' in the tenants file: the database must exist and "
+                    "take connections from this node",
+                    without_secrets(self.url),
+                    e,
+                )
             self._unreachable = True
             return None
         if self._unreachable:
@@ -153,7 +165,10 @@ class DatabaseHolds:
                 (name, why, self.holder, self.ttl),
             )
         except psycopg.Error as e:
-            raise HoldError(f"cannot hold '{name}' in the control database: {e}") from None
+            raise HoldError(
+                f"cannot hold '{name}' in the control database {without_secrets(self.url)}: {e}"
+                f". {_REACHABLE}"
+            ) from None
         stop = threading.Event()
         refresher = threading.Thread(target=self._refresh, args=(name, stop), daemon=True)
         self._refreshers[name] = (refresher, stop)
@@ -217,7 +232,10 @@ class DatabaseHolds:
         try:
             connection = connect(self.url)
         except psycopg.Error as e:
-            raise HoldError(f"cannot reach the control database to lock '{name}': {e}") from None
+            raise HoldError(
+                f"cannot reach the control database {without_secrets(self.url)} to lock '{name}': "
+                f"{e}. {_REACHABLE}"
+            ) from None
         with contextlib.closing(connection):
             key = f"dispatcher tenant {name}"
             connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))

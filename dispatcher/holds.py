@@ -203,7 +203,7 @@ class FolderHolds:
                     content = json.load(f)
             except (OSError, ValueError):
                 continue  # gone, or being replaced: its next report counts
-            if content.get("host") == here and not _alive(content.get("pid", 0)):
+            if content.get("host") == here and not process_alive(content.get("pid", 0)):
                 continue  # killed without a word: its file stays until the folder is reused
             found[entry.name] = frozenset(content.get("drained", ()))
         return found
@@ -229,11 +229,14 @@ class FolderHolds:
         pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (someone else's counts)."""
+    if pid <= 0:  # kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return pid > 0
+    return True

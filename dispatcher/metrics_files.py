@@ -30,6 +30,7 @@ import re
 import shutil
 from collections.abc import Iterator
 
+from .holds import process_alive
 from .uwsgi_api import uwsgi_api
 
 log = logging.getLogger("dispatcher")
@@ -86,20 +87,10 @@ def _remove_old_servers(parent: str, master: int, started: int) -> None:
         if match is None:
             continue  # not ours: leave it alone
         pid, start = int(match[1]), int(match[2])
-        if (pid, start) == (master, started) or (pid != master and _alive(pid)):
+        if (pid, start) == (master, started) or (pid != master and process_alive(pid)):
             continue  # this server, or another server still running on the same folder
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         log.info("metrics of an earlier server start removed: %s", name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -277,3 +277,15 @@ def test_a_held_tenant_whose_build_failed_is_not_built_again_until_released(
         store.release("quits")
         store.close()
         dispatcher.close()
+
+
+def test_an_unreachable_control_database_is_named_with_what_to_check() -> None:
+    from dispatcher.control import DatabaseHolds
+
+    store = DatabaseHolds("postgresql://ops:s3cret@127.0.0.1:1/control")
+    with pytest.raises(HoldError) as refused, store.exclusive("acme"):
+        pass
+    message = str(refused.value)
+    assert "control database postgresql://ops:***@127.0.0.1:1/control" in message
+    assert "Check 'control_database:' in the tenants file" in message
+    assert "s3cret" not in message
