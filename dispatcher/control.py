@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,9 @@ _REACHABLE = (
     "Check 'control_database:' in the tenants file: the database must exist and take "
     "connections from this node"
 )
+
+#: Seconds between two tries to reach an unreachable control database from a worker's ticks.
+RETRY_SECONDS = 10
 
 #: Seconds a connection to the control database may take to open.
 CONNECT_TIMEOUT = 5
@@ -96,6 +100,7 @@ class DatabaseHolds:
         self._pid = 0
         self._held: frozenset[str] = frozenset()
         self._unreachable = False
+        self._retry_at = 0.0
         #: Per held tenant: the thread pushing its expiry forward, and the event that stops it.
         self._refreshers: dict[str, tuple[threading.Thread, threading.Event]] = {}
 
@@ -112,10 +117,17 @@ class DatabaseHolds:
         return cursor.fetchall() if cursor.description is not None else []
 
     def _quietly(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
-        """For the workers' ticks: ``None`` (said once per outage) when unreachable."""
+        """For the workers' ticks: ``None`` (said once per outage) when unreachable.
+
+        While it is, a new connection is tried at most every :data:`RETRY_SECONDS`: each try
+        may wait :data:`CONNECT_TIMEOUT`, on the thread that also follows the tenants file.
+        """
+        if self._unreachable and time.monotonic() < self._retry_at:
+            return None
         try:
             rows = self._execute(sql, params)
         except psycopg.Error as e:
+            self._retry_at = time.monotonic() + RETRY_SECONDS
             if not self._unreachable:
                 log.error(
                     "control database %s unreachable, keeping the holds last seen: %s. Check "

@@ -289,3 +289,28 @@ def test_an_unreachable_control_database_is_named_with_what_to_check() -> None:
     assert "control database postgresql://ops:***@127.0.0.1:1/control" in message
     assert "Check 'control_database:' in the tenants file" in message
     assert "s3cret" not in message
+
+
+def test_an_unreachable_control_database_is_tried_again_only_now_and_then(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """Each try may wait the connect timeout on the worker's background thread (which also
+    follows the tenants file): while the database is out of reach, one try per interval."""
+    from dispatcher import control
+
+    tries: list[float] = []
+    real_connect = control.connect
+
+    def counting_connect(url: str) -> object:
+        tries.append(clock.now)
+        return real_connect(url)
+
+    monkeypatch.setattr(control, "connect", counting_connect)
+    store = control.DatabaseHolds("postgresql://ops@127.0.0.1:1/control")
+    for _ in range(5):  # five ticks within a second
+        assert store.held() == frozenset()
+        store.report("worker", frozenset())
+    assert len(tries) == 1
+    clock.now += control.RETRY_SECONDS
+    store.held()
+    assert len(tries) == 2
