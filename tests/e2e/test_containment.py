@@ -67,12 +67,17 @@ def serve(tools: Tools, tmp_path: Path) -> Iterator[Serve]:
         server.stop()
 
 
+# The tenants here take up to 8 requests at once per worker: under the default limit (threads - 1
+# = 3 per worker) a fourth of the client's 8 concurrent requests landing on one worker would be
+# answered 503 at once, as DESIGN 11 says; what these tests are about is elsewhere.
+
+
 def test_tenant_code_that_exits_never_ends_a_worker(serve: Serve) -> None:
     server = serve(
         f"""\
         version: 1
         server_names: [localhost]
-        defaults: {{app: "{HOSTILE}:ordinary"}}
+        defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
         tenants:
           acme: {{path: /acme}}
           quits: {{path: /quits, app: "{HOSTILE}:exits"}}
@@ -102,7 +107,7 @@ def test_a_factory_that_hangs_leaves_every_other_tenant_serving(
         f"""\
         version: 1
         server_names: [localhost]
-        defaults: {{app: "{HOSTILE}:ordinary"}}
+        defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
         tenants:
           acme: {{path: /acme}}
           stuck: {{path: /stuck, app: "{HOSTILE}:hangs", config: {{HANG_UNTIL_FILE: {never}}}}}
@@ -166,7 +171,7 @@ def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path
     base = f"""\
         version: 1
         server_names: [localhost]
-        defaults: {{app: "{HOSTILE}:ordinary"}}
+        defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
         tenants:
           acme: {{path: /acme}}
           stuck: {{path: /stuck, app: "{HOSTILE}:hangs", config: {{HANG_UNTIL_FILE: {release}}}}}
