@@ -144,16 +144,15 @@ class Dispatcher:
         routes = self.routes  # read once: a reload swapping the table meanwhile is not seen
         if routes.proxy_fix is not None:
             routes.proxy_fix(environ, start_response)  # rewrites environ, answers nothing
-        raw = environ.get("HTTP_HOST")
-        if raw is None:
-            raw = environ.get("SERVER_NAME", "")
+        try:  # what uWSGI and werkzeug's servers always set: three subscripts, no call
+            raw, path, raw_uri = environ["HTTP_HOST"], environ["PATH_INFO"], environ["REQUEST_URI"]
+        except KeyError:
+            raw, path, raw_uri = _request_fields(environ)
         target = routes.hosts.get(raw)
         if target is None:
             target = routes.learned.get(raw) or routes.learn_host(raw)
             if target is MALFORMED:
                 return BAD_REQUEST(environ, start_response)
-        path = environ.get("PATH_INFO", "")
-        raw_uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
         if ("/." in path or "%" in raw_uri) and is_hostile(path, raw_uri):
             return BAD_REQUEST(environ, start_response)
         if target is PATHS:
@@ -195,6 +194,8 @@ class Dispatcher:
             app = target.app
             if app is None:  # not built (yet): build it, or answer 503
                 return target.serve_unbuilt(environ, start_response)  # type: ignore[union-attr]
+            if target.plain_flask:  # then a Flask app: what its __call__ would call
+                return app.wsgi_app(environ, start_response)  # type: ignore[attr-defined,no-any-return]
             return app(environ, start_response)
         except BaseException as e:
             if isinstance(e, Exception) or operator_interrupt(e):
@@ -376,6 +377,16 @@ def _build_eager(handles: Iterable[TenantApp]) -> None:
     for handle in handles:
         if not handle.tenant.lazy:
             handle.wait_for_build()
+
+
+def _request_fields(environ: WSGIEnvironment) -> tuple[str, str, str]:
+    """The Host (else the server's name), the path and the raw request URI of a request, for
+    an environ that lacks one of them (HTTP/1.0 without Host, a server that sets no URI)."""
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        host = environ.get("SERVER_NAME", "")
+    raw_uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+    return host, environ.get("PATH_INFO", ""), raw_uri
 
 
 class _Said:

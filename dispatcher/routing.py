@@ -50,10 +50,11 @@ class Answer:
     a host that is no tenant's gets. It has what the dispatcher reads from a tenant's
     :class:`~dispatcher.tenantapp.TenantApp` when it serves a request."""
 
-    __slots__ = ("app", "flight", "limit", "name", "used")
+    __slots__ = ("app", "flight", "limit", "name", "plain_flask", "used")
 
     def __init__(self, app: WSGIApplication, name: str = "-") -> None:
         self.app = app
+        self.plain_flask = False  # a werkzeug exception, called as it is
         self.name = name
         self.flight: deque[None] = deque()
         self.limit = sys.maxsize

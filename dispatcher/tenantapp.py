@@ -100,6 +100,7 @@ class TenantApp:
         "metrics",
         "name",
         "on_built",
+        "plain_flask",
         "tenant",
         "used",
     )
@@ -119,6 +120,9 @@ class TenantApp:
         self.name = tenant.name
         self.builder = builder
         self.app: Flask | None = None
+        #: Whether the app's class keeps Flask's ``__call__``, which only calls ``wsgi_app``
+        #: (where middleware goes): then requests call ``app.wsgi_app``, one call fewer.
+        self.plain_flask = False
         self.error: str | None = None
         #: One item per request in flight: a deque's append and pop are atomic under the GIL
         #: (and, unlike a list's, never reallocate). Made on the first request: a deque
@@ -225,6 +229,7 @@ class TenantApp:
                 log.exception("tenant '%s' failed to build; it answers 503", self.name)
         with self._lock:
             if app is not None:
+                self.plain_flask = type(app).__call__ is Flask.__call__
                 self.app, self.error, self._failures = app, None, 0
                 self._set_state("ready")
             else:

@@ -37,6 +37,29 @@ def test_path_tenant_sees_its_prefix(echo_client: Client) -> None:
     assert data["external"] == "http://localhost/acme/"
 
 
+@pytest.mark.parametrize(
+    ("factory", "via"),
+    [
+        ("create_app", None),
+        ("create_app_with_own_call", "OwnCallFlask.__call__"),
+        ("create_app_with_middleware", "middleware"),
+    ],
+)
+def test_each_request_goes_through_the_apps_own_entry_points(
+    make_dispatcher: Callable[[str], Dispatcher], factory: str, via: str | None
+) -> None:
+    """A Flask subclass's own ``__call__`` and middleware set on ``app.wsgi_app`` both see
+    every request (the dispatcher calls ``wsgi_app`` itself only for Flask's own ``__call__``),
+    the first one (which builds the app) and the next."""
+    dispatcher = make_dispatcher(
+        f"version: 1\ntenants: {{t: {{app: 'tests.apps.echo:{factory}', path: /t, lazy: true}}}}"
+    )
+    client = Client(dispatcher)
+    for _ in range(2):  # the first request builds the app, the second finds it built
+        data = get(client, "/t/").json
+        assert (data["tenant"], data["via"]) == ("t", via)
+
+
 def test_redirect_under_prefix(echo_client: Client) -> None:
     response = echo_client.post("/acme/login", data={"user": "ann"}, headers={"Host": "localhost"})
     assert response.status_code == 302
@@ -136,6 +159,18 @@ def test_dot_segments_and_encoded_slashes_are_400(
     response = echo_client.get(url, headers={"Host": "localhost"}, environ_overrides=overrides)
     assert response.status_code == 400
     assert_names_no_tenant(response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("key", ["REQUEST_URI", "RAW_URI"])
+def test_encoded_slash_is_seen_in_either_raw_uri(echo_client: Client, key: str) -> None:
+    """uWSGI sets REQUEST_URI, some servers only RAW_URI: either is checked."""
+    environ = EnvironBuilder("/acme/x/", base_url="http://localhost/").get_environ()
+    environ.pop("REQUEST_URI", None)
+    environ.pop("RAW_URI", None)
+    environ[key] = "/acme%2F..%2Fglobex/x/"
+    status: list[str] = []
+    echo_client.application(environ, lambda s, h, e=None: status.append(s))  # type: ignore[arg-type,func-returns-value]
+    assert status == ["400 BAD REQUEST"]
 
 
 def test_encoded_slash_in_query_string_is_fine(echo_client: Client) -> None:

@@ -34,8 +34,10 @@ class Item(db.Model):  # type: ignore[name-defined,misc]
     text: Mapped[str]
 
 
-def create_app(tenant_config: Any) -> Flask:
-    app = Flask(__name__, instance_path=tenant_config.instance_path, instance_relative_config=True)
+def create_app(tenant_config: Any, app_class: type[Flask] = Flask) -> Flask:
+    app = app_class(
+        __name__, instance_path=tenant_config.instance_path, instance_relative_config=True
+    )
     app.config.from_mapping(SECRET_KEY="dev", SQLALCHEMY_DATABASE_URI=tenant_config.database_uri)
     app.config.from_mapping(tenant_config.config)
     app.config.from_pyfile("config.py", silent=True)
@@ -52,6 +54,7 @@ def create_app(tenant_config: Any) -> Flask:
             path=request.path,
             external=url_for("index", _external=True),
             secure=request.is_secure,
+            via=request.environ.get("echo.via"),
         )
 
     @app.post("/login")
@@ -96,6 +99,31 @@ def create_app(tenant_config: Any) -> Flask:
     def boom(rest: str = "") -> Any:
         raise RuntimeError("boom")
 
+    return app
+
+
+class OwnCallFlask(Flask):
+    """A Flask subclass with a ``__call__`` of its own (some apps adjust the environ there)."""
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        environ["echo.via"] = "OwnCallFlask.__call__"
+        return super().__call__(environ, start_response)
+
+
+def create_app_with_own_call(tenant_config: Any) -> Flask:
+    return create_app(tenant_config, OwnCallFlask)
+
+
+def create_app_with_middleware(tenant_config: Any) -> Flask:
+    """Middleware the way Flask's docs put it: around ``app.wsgi_app``."""
+    app = create_app(tenant_config)
+    inner = app.wsgi_app
+
+    def middleware(environ: Any, start_response: Any) -> Any:
+        environ["echo.via"] = "middleware"
+        return inner(environ, start_response)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
     return app
 
 
