@@ -144,7 +144,7 @@ class Dispatcher:
         routes = self.routes  # read once: a reload swapping the table meanwhile is not seen
         if routes.proxy_fix is not None:
             routes.proxy_fix(environ, start_response)  # rewrites environ, answers nothing
-        try:  # what uWSGI and werkzeug's servers always set: three subscripts, no call
+        try:  # all three set (uWSGI, werkzeug; Host from HTTP/1.1): subscripts, no call
             raw, path, raw_uri = environ["HTTP_HOST"], environ["PATH_INFO"], environ["REQUEST_URI"]
         except KeyError:
             raw, path, raw_uri = _request_fields(environ)
