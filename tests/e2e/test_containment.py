@@ -164,7 +164,12 @@ def test_twenty_fresh_boots_of_a_seeding_factory_answer_every_first_request(
 def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path: Path) -> None:
     """Without lazy-apps, uWSGI loads the app in the master and forks: each worker starts its
     own background thread (the master runs none), so edits still reach every worker; a build
-    still running in the master when it forked is made anew in each worker."""
+    still running in the master when it forked is made anew in each worker.
+
+    The stuck factory runs Python code while the master forks: without uwsgi.ini's
+    py-call-uwsgi-fork-hooks a worker could inherit the GIL held by that thread, which does
+    not exist in the worker, and never serve (both workers, in 4 boots of 5 by hand).
+    """
     extra = tmp_path / "no-lazy-apps.ini"
     extra.write_text("[uwsgi]\nlazy-apps = false\n")
     release = tmp_path / "go"
@@ -174,7 +179,7 @@ def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path
         defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
         tenants:
           acme: {{path: /acme}}
-          stuck: {{path: /stuck, app: "{HOSTILE}:hangs", config: {{HANG_UNTIL_FILE: {release}}}}}
+          stuck: {{path: /stuck, app: "{HOSTILE}:spins", config: {{HANG_UNTIL_FILE: {release}}}}}
     """
     server = serve(base, ("--ini", str(extra)))  # the master waits 10 s for stuck, then forks
     server.file.write_text(textwrap.dedent(base) + "  added: {path: /added}\n")

@@ -101,6 +101,16 @@ def hangs(tenant_config: Any) -> Flask:
     return _app(tenant_config)
 
 
+def spins(tenant_config: Any) -> Flask:
+    """Like :func:`hangs`, busy: Python code runs (holding the GIL most of the time) until the
+    file named by ``HANG_UNTIL_FILE`` exists (or an hour passed)."""
+    go = tenant_config.config["HANG_UNTIL_FILE"]
+    deadline = time.monotonic() + 3600
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        sum(range(10_000))
+    return _app(tenant_config)
+
+
 def seeds(tenant_config: Any) -> Flask:
     """The seeds' pattern: the factory creates its own tables (and a first row) when built.
 
