@@ -64,9 +64,12 @@ def removed_tenant(tenant_set: TenantSet, name: str) -> TenantConfig:
         return load_tenants(tenant_set.file, text=text, instance_root=tenant_set.instance_root)[
             name
         ]
-    except ConfigError as e:
+    except ConfigError as e:  # located in a text made here: say what, not where
+        why = "; ".join(p.message for p in e.problems)
         raise BackupError(
-            f"cannot tell tenant '{name}''s app and database from defaults: {e}"
+            f"tenant '{name}' is not in {tenant_set.file}, and the app and database its "
+            f"'defaults:' would give it cannot be used ({why}). Put it back in the file with "
+            f"'enabled: false' and its own app and database, then archive it"
         ) from None
 
 

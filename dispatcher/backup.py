@@ -30,8 +30,8 @@ from . import backup_postgres as postgres
 from . import backup_sqlite as sqlite
 from .backup_archive import Manifest, disk_error, write_archive
 from .build import BUILD_LOCK
-from .errors import BackupError
-from .isolation import SECRET_KEY_FILE
+from .errors import BackupError, IsolationError
+from .isolation import SECRET_KEY_FILE, check_own_paths
 from .tenant import TenantConfig
 
 #: Under the instance root: where archives go unless ``--to`` says otherwise.
@@ -46,6 +46,15 @@ class NothingToBackUp(BackupError):
 
 def default_folder(instance_root: str) -> str:
     return os.path.join(instance_root, BACKUPS_FOLDER)
+
+
+def refuse_shared_paths(tenant: TenantConfig) -> None:
+    """Refuse a tenant whose instance folder or SQLite file is another tenant's (a symlink):
+    backing it up would copy the other's data and secret, restoring into it overwrite them."""
+    try:
+        check_own_paths(tenant)
+    except IsolationError as e:
+        raise BackupError(f"tenant '{tenant.name}': {e}; nothing was changed") from None
 
 
 def backend(tenant: TenantConfig) -> str:
@@ -80,6 +89,7 @@ def backup_tenant(tenant: TenantConfig, folder: str, *, label: str = "") -> Take
     """Write one archive of ``tenant`` into ``folder`` (created if missing, 0700)."""
     started = time.perf_counter()
     kind = backend(tenant)
+    refuse_shared_paths(tenant)
     folder = os.path.abspath(folder)
     if (os.path.realpath(folder) + os.sep).startswith(
         os.path.realpath(tenant.instance_path) + os.sep
@@ -180,9 +190,7 @@ def instance_files(tenant: TenantConfig) -> tuple[list[str], list[str]]:
     """The instance folder's files to archive (paths relative to it, ``/``-separated), and
     notes about what was left out that an operator might expect in (links, special files)."""
     root = tenant.instance_path
-    database = None
-    if backend(tenant) == "sqlite" and (path := sqlite.database_path(tenant.database_uri)):
-        database = os.path.realpath(path)
+    database = _database_file(tenant)
     files, notes = [], []
     for folder, folders, names in os.walk(root):
         for name in sorted(folders):
@@ -197,6 +205,19 @@ def instance_files(tenant: TenantConfig) -> tuple[list[str], list[str]]:
                 continue
             files.append(os.path.relpath(path, root).replace(os.sep, "/"))
     return sorted(files), notes
+
+
+def dispatchers_own(tenant: TenantConfig, name: str) -> bool:
+    """Whether the instance file ``name`` (relative, ``/``-separated) is one that no archive
+    holds: the tenant's database or its journals, a lock or temporary file of the dispatcher."""
+    path = os.path.join(tenant.instance_path, *name.split("/"))
+    return _dispatchers_own(path, os.path.basename(path), _database_file(tenant))
+
+
+def _database_file(tenant: TenantConfig) -> str | None:
+    if backend(tenant) == "sqlite" and (path := sqlite.database_path(tenant.database_uri)):
+        return os.path.realpath(path)
+    return None
 
 
 def _dispatchers_own(path: str, name: str, database: str | None) -> bool:

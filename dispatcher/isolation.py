@@ -54,6 +54,20 @@ def check_instance_path(app: Flask, tenant: TenantConfig) -> None:
             f"the factory's app uses instance_path {app.instance_path!r}, not the tenant's "
             f"{tenant.instance_path!r}; pass instance_path=tenant_config.instance_path to Flask()"
         )
+    _check_own_folder(tenant)
+
+
+def check_own_paths(tenant: TenantConfig) -> None:
+    """Refuse a tenant whose instance folder or SQLite database file resolves to another
+    tenant's (a symlink): what a build checks of the app, for commands that touch a tenant's
+    files without building it (backup, restore, clone, archive)."""
+    _check_own_folder(tenant)
+    own = make_url(tenant.database_uri)
+    if own.get_backend_name() == "sqlite":
+        _check_sqlite_file(own, own, tenant)
+
+
+def _check_own_folder(tenant: TenantConfig) -> None:
     folder = os.path.normpath(tenant.instance_path)
     root, name = os.path.split(folder)
     real, real_root = os.path.realpath(folder), os.path.realpath(root)

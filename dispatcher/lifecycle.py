@@ -4,7 +4,8 @@
 backend as the target; a schema revision the app's migrations know) and stages it in the
 instance root before anything is touched. A target with data (a row in any table, or instance
 files the archive would replace) is only overwritten with ``force``, and is first backed up
-to ``<instance_root>/.backups/`` (``...-before-restore.tar.gz``). Then, with the tenant held in
+to ``<instance_root>/.backups/`` (``...-before-restore.tar.gz``, kept even if the restore then
+fails). Then, with the tenant held in
 maintenance on every worker (:func:`dispatcher.holds.held`): the instance files are swapped
 by renames (put back if the database fails), the database is written in one transaction INTO
 the live one (never a replaced file: see :mod:`.backup_sqlite`), the rows counted against
@@ -29,7 +30,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import backup_postgres as postgres
 from . import backup_sqlite as sqlite
 from . import rules
-from .backup import Taken, backend, backup_tenant, current_rows, default_folder
+from .backup import (
+    Taken,
+    backend,
+    backup_tenant,
+    current_rows,
+    default_folder,
+    refuse_shared_paths,
+)
 from .backup_archive import Opened, disk_error, open_archive, read_manifest
 from .build import built_app
 from .database import ensure_database, upgrade_to_head
@@ -86,6 +94,7 @@ def _restore(
     say: Say,
 ) -> Restored:  # fmt: skip
     kind = backend(target)
+    refuse_shared_paths(target)
     if os.path.realpath(path).startswith(os.path.realpath(target.instance_path) + os.sep):
         raise BackupError(
             f"{path} is inside tenant '{target.name}''s instance folder, which the restore "
@@ -107,7 +116,6 @@ def _restore(
             if reason and not force:
                 raise HasData(target, reason)
             replaced, backups = None, default_folder(tenant_set.instance_root)
-            made_backups = not os.path.isdir(backups)
             if reason:
                 say(f"{target.name} has data ({reason}); backing it up first")
                 replaced = backup_tenant(target, backups, label="before-restore")
@@ -121,10 +129,8 @@ def _restore(
                     files.undo()
                     raise
             except BaseException:
-                if replaced is not None:  # the tenant is as it was: that copy is not needed
-                    os.unlink(replaced.path)
-                    if made_backups:
-                        os.rmdir(backups)
+                if replaced is not None:  # kept, though the tenant should be as it was
+                    say(f"not restored; the copy of {target.name} stays in {replaced.path}")
                 raise
             tables = current_rows(target) or {}
             if manifest.dump is not None and tables != manifest.tables:
@@ -144,6 +150,8 @@ def clone(
     if source.name == target.name:
         raise BackupError("clone copies a tenant into another one; name two tenants")
     _check_target(tenant_set, source.app, backend(source), target, backend(target))
+    refuse_shared_paths(source)
+    refuse_shared_paths(target)
     rows = {t: n for t, n in (current_rows(target) or {}).items() if n and t != "alembic_version"}
     if rows:  # the restore checks again (and the files too); this saves backing up the source
         raise _clone_refused(target, ", ".join(f"{n:,} row(s) in {t}" for t, n in rows.items()))
@@ -214,9 +222,24 @@ def _check_revision(revision: str | None, migrations: str | None, path: str) -> 
         )
 
 
+#: The member each kind of dump is restored from.
+_DUMP_MEMBER = {
+    "sqlite": "database.sqlite3",
+    "pg_dump": "database.sql",
+    "portable": "database/schema.json",
+}
+
+
 def _check_staged(opened: Opened) -> None:
-    """A staged SQLite database must hold exactly the rows its manifest counts."""
+    """The archive holds the dump its manifest names, and a staged SQLite database exactly the
+    rows the manifest counts."""
     manifest = opened.manifest
+    member = _DUMP_MEMBER.get(manifest.dump or "")
+    if manifest.dump is not None and (member is None or member not in opened.staged):
+        raise BackupError(
+            f"{opened.path} is incomplete: its manifest names a {manifest.dump} dump, and it "
+            f"holds no {member or 'such dump'}; use another archive"
+        )
     if manifest.dump == "sqlite":
         tables, _ = sqlite.describe(opened.staged["database.sqlite3"])
         if tables != manifest.tables:

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 
 from . import backup_sqlite as sqlite
-from .backup import OWN_FILES
+from .backup import OWN_FILES, dispatchers_own
 from .backup import instance_files as live_files
 from .backup_archive import Opened, disk_error, sha256_of
 from .errors import BackupError
@@ -84,6 +84,14 @@ class InstanceFiles:
             for name, staged in opened.staged.items()
             if name.startswith("files/") and name.removeprefix("files/") not in keep
         }
+        # Never in an archive that `backup` wrote: moved in, one would replace the live database.
+        own = sorted(f"files/{name}" for name in self.incoming if dispatchers_own(target, name))
+        if own:
+            raise BackupError(
+                f"{opened.path} holds {', '.join(own)}: the tenant's database, its journals or "
+                "the dispatcher's own files, which no backup holds. It was not written by "
+                "`backup` (or was altered): nothing was changed"
+            )
         # A live SQLite file is written into, like the database, never replaced.
         self.into = [
             f

@@ -153,18 +153,17 @@ def archive(ctx: click.Context, name: str, drop_database: bool) -> None:
     """
     tenant_set = load(ctx)
     configure_logging(logging.WARNING)
-    if any(t.name == name for t in tenant_set):
-        tenant = tenant_set[name]
-    else:
+    listed = any(t.name == name for t in tenant_set)
+    if not listed:
         folder = os.path.join(tenant_set.instance_root, name)
         if not rules.NAME.fullmatch(name) or not os.path.isdir(folder):
             raise click.UsageError(
                 f"No tenant named '{name}' in {tenant_set.file}, and no instance folder "
                 f"{folder}: nothing to archive."
             )
-        tenant = removed_tenant(tenant_set, name)
     with tenant_context(name):
         try:
+            tenant = tenant_set[name] if listed else removed_tenant(tenant_set, name)
             done = archive_tenant(tenant_set, tenant, drop_database=drop_database)
         except Exception as e:
             raise click.ClickException(f"{name}: not archived: {_reason(e)}") from None

@@ -121,3 +121,28 @@ def test_unknown_names_are_usage_mistakes(tenants: Tenants, write_tenants: Write
         failed_cleanly(result, 2, f"No tenant named '{name}'", "nothing to archive")
     assert state(root) == before
     assert SQLITE_TENANTS  # the file those tenants come from
+
+
+def test_a_removed_tenant_the_defaults_cannot_describe_is_a_clear_error(
+    write_tenants: WriteTenants, tmp_path: Path
+) -> None:
+    """The defaults' database is main's: a removed tenant made from them would share it."""
+    shared = f"sqlite:///{tmp_path}/main.db"
+    file = write_tenants(f"""
+        version: 1
+        defaults: {{app: tests.apps.echo, database: "{shared}"}}
+        tenants:
+          main: {{path: /main}}
+          old: {{path: /old, database: "sqlite:///{tmp_path}/old.db"}}
+    """)
+    assert cli(file, "init-db", "--all").exit_code == 0
+    file.write_text("".join(ln for ln in file.read_text().splitlines(True) if "old:" not in ln))
+    root = tmp_path / "instance"
+    before = state(root)
+
+    result = cli(file, "archive", "old")
+
+    failed_cleanly(
+        result, 1, "old: not archived: tenant 'old' is not in", "main", "'enabled: false'"
+    )
+    assert state(root) == before

@@ -265,7 +265,9 @@ def test_counts_are_checked_before_commit(
     failed_cleanly(result, 1, "acme: not restored: ", "rolled back")
     assert rows(pg_prefix, "acme") == before
     assert pg.served("acme") == ["one", "two"]
-    assert not list((Path(pg.set.instance_root) / ".backups").glob("*before-restore*"))
+    # The copy taken first is kept all the same, and the output says where.
+    (kept,) = (Path(pg.set.instance_root) / ".backups").glob("acme-*-before-restore.tar.gz")
+    assert f"not restored; the copy of acme stays in {kept}" in result.output
     # Into a database made for the restore: dropped again.
     result = cli(pg.file, "restore", str(bad), "--as", "umbrella")
     failed_cleanly(result, 1, "rolled back")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import io
 import json
 import os
 import shutil
 import sqlite3
+import tarfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -336,7 +339,9 @@ def test_a_failure_while_writing_the_database_puts_the_files_back(
     failed_cleanly(
         result, 1, "acme: not restored: cannot write into the SQLite database", "no space left"
     )
-    assert state(disk) == before
+    assert state(disk, leave_out=(".maintenance", ".backups")) == before
+    (kept,) = (disk / ".backups").glob("acme-*-before-restore.tar.gz")  # kept all the same
+    assert f"the copy of acme stays in {kept}" in result.output
     assert (small.folder("acme") / "config.py").read_text() == "SMALL = 1\n"
     assert not list(disk.glob(".restore-*"))
 
@@ -460,3 +465,83 @@ def test_an_archive_newer_than_the_code_is_refused(
         "taken with newer code",
     )  # fmt: skip
     assert state(Path(load_tenants(file).instance_root)) == before
+
+
+def forge(archive: Path, out: Path, change: dict[str, bytes | None]) -> Path:
+    """A copy of ``archive`` with members added, replaced or dropped (``None``) and its manifest
+    made to match (checksums and sizes): a tampered archive that every checksum agrees with."""
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    found = json.loads(members.pop("manifest.json"))
+    members.update(change)
+    members = {name: data for name, data in members.items() if data is not None}
+    found["members"] = {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name, data in members.items()
+    }
+    with tarfile.open(out, "w:gz") as new:
+        for name, data in [("manifest.json", json.dumps(found).encode()), *members.items()]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            new.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("member", ["files/app.db", "files/app.db-wal", "files/.build.lock"])
+def test_an_archive_holding_the_database_file_is_refused_and_the_target_keeps_its_data(
+    tenants: Tenants, tmp_path: Path, member: str
+) -> None:
+    """`backup` never puts the live database (or its journals, or a lock) among the instance
+    files: one that does would be moved over the target's database."""
+    tenants.add("acme", "acme's")
+    tenants.add("globex", "globex's")
+    bad = forge(backup(tenants), tmp_path / "forged.tar.gz", {member: b"garbage"})
+    root = Path(tenants.set.instance_root)
+    before = state(root)
+
+    result = cli(tenants.file, "restore", str(bad), "--as", "globex", "--force")
+
+    failed_cleanly(result, 1, f"holds {member}", "no backup holds", "nothing was changed")
+    assert state(root) == before
+    assert tenants.served("globex") == ["globex's"]
+
+
+def test_an_archive_without_its_dump_is_refused(tenants: Tenants, tmp_path: Path) -> None:
+    tenants.add("acme", "acme's")
+    bad = forge(backup(tenants), tmp_path / "no-dump.tar.gz", {"database.sqlite3": None})
+    root = Path(tenants.set.instance_root)
+    before = state(root)
+
+    result = cli(tenants.file, "restore", str(bad), "--force")
+
+    failed_cleanly(result, 1, "is incomplete", "names a sqlite dump", "holds no database.sqlite3")
+    assert state(root) == before
+
+
+@pytest.mark.parametrize("link", ["folder", "database file"])
+def test_a_tenant_linked_to_another_is_not_backed_up_restored_or_cloned(
+    tenants: Tenants, tmp_path: Path, link: str
+) -> None:
+    """umbrella's instance folder (or its app.db) is a symlink to acme's: backing it up would
+    copy acme's data and secret, restoring or cloning into it overwrite acme's."""
+    tenants.add("acme", "acme's")
+    tenants.add("globex", "globex's")
+    archive = backup(tenants, "globex")
+    root = Path(tenants.set.instance_root)
+    if link == "folder":
+        shutil.rmtree(root / "umbrella")
+        (root / "umbrella").symlink_to("acme")
+    else:
+        (root / "umbrella" / "app.db").unlink()
+        (root / "umbrella" / "app.db").symlink_to(root / "acme" / "app.db")
+    before = state(root)
+
+    for args in (
+        ["backup", "umbrella"],
+        ["restore", str(archive), "--as", "umbrella", "--force"],
+        ["clone", "globex", "umbrella"],
+    ):
+        result = cli(tenants.file, *args)
+        failed_cleanly(result, 1, "tenant 'umbrella'", "resolves to", "nothing was changed")
+        assert state(root) == before, args
+    assert tenants.served("acme") == ["acme's"]
