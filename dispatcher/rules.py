@@ -111,7 +111,19 @@ def database_key(url: URL) -> tuple[Any, ...]:
     host = query.get("host", url.host)
     port = query.get("port", url.port) or _DEFAULT_PORTS.get(backend)
     database = query.get("dbname", query.get("database", url.database))
-    return (backend, host.lower() if host else host, str(port) if port else port, database)
+    return (backend, _server(host), str(port) if port else port, database)
+
+
+def _server(host: str | None) -> str | None:
+    """The host a URL names, with every name of this machine's own server made one: loopback
+    addresses, ``localhost``, a Unix socket folder and no host at all reach the same server
+    (told apart, if at all, by the port)."""
+    if not host or host.startswith("/"):
+        return "local"
+    host = host.lower().strip("[]")
+    if host in ("localhost", "localhost.localdomain", "::1") or host.startswith("127."):
+        return "local"
+    return host
 
 
 #: Flask config keys a tenants file may not set: the dispatcher owns each tenant's database

@@ -336,6 +336,12 @@ BAD = [
     case("database-shared-through-query",
          T("a:\n  path: /a\n  database: postgresql://db/a\nb:\n  path: /b\n  database: postgresql://other/b?host=db&dbname=a"),
          11, "b", "database", "duplicate", "'a'"),
+    case("database-shared-through-a-loopback-alias",
+         T("a:\n  path: /a\n  database: postgresql://u@127.0.0.1:5432/a\nb:\n  path: /b\n  database: postgresql://u@localhost/a"),
+         11, "b", "database", "duplicate", "'a'"),
+    case("database-shared-through-the-local-socket",
+         T("a:\n  path: /a\n  database: postgresql://u@[::1]/a\nb:\n  path: /b\n  database: postgresql:///a?host=/var/run/postgresql"),
+         11, "b", "database", "duplicate", "'a'"),
     # apps
     case("app-not-import-path", T("a:\n  path: /a\n  app: x y"), 8, "a", "app", "import path"),
     case("app-module-not-found", T("a:\n  path: /a\n  app: demoapp.notez"), 8, "a", "app", "not found", "did you mean 'demoapp.notes'"),
