@@ -31,18 +31,23 @@ def shell(ctx: click.Context, name: str) -> None:
     _run_flask_command(ctx, name, ["shell"])
 
 
-@click.command(
-    "exec",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
+# Click's own parsing splits the line at "--": options before it are ours (-f may follow NAME,
+# DESIGN 6) and an unknown one is a usage error before anything is loaded or built; what
+# follows it is COMMAND, untouched. Hence no allow_interspersed_args=False (it handed
+# "-f FILE" after NAME to the tenant's Flask CLI) and no ignore_unknown_options (it passed an
+# unknown option on too, found out only after the tenant was built).
+@click.command("exec")
 @click.argument("name")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.argument(
+    "command", nargs=-1, type=click.UNPROCESSED, required=True, metavar="-- COMMAND [ARGS]..."
+)
 @tenants_file_option
 @click.pass_context
 def exec_(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
     """Run a Flask CLI command in tenant NAME's app: exec NAME -- COMMAND [ARGS]...
 
-    Any command of the app's CLI works, its own and Flask's (routes, shell).
+    Any command of the app's CLI works, its own and Flask's (routes, shell). Options before
+    "--" are this command's (-f); the Flask command and its options go after "--".
     """
     _run_flask_command(ctx, name, list(command))
 
