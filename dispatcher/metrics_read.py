@@ -1,12 +1,13 @@
 """Read a node's ``/_dispatcher/metrics`` and turn two scrapes into per-tenant rates.
 
-``python -m dispatcher top`` uses it: :func:`fetch` reads the text over HTTP, or over the uwsgi
-protocol from the socket nginx talks to (``unix:/run/dispatcher/uwsgi.sock``), :func:`parse`
-keeps the dispatcher's figures per tenant, and :func:`rows` compares two scrapes taken an
-interval apart: requests/s and errors from the counters' increase, p50/p99 from the increase of
-each histogram bucket (as Prometheus' ``histogram_quantile`` does)::
+``python -m dispatcher top`` uses it: :func:`read` is :func:`fetch`, which reads the text over
+HTTP, or over the uwsgi protocol from the socket nginx talks to
+(``unix:/run/dispatcher/uwsgi.sock``), then :func:`parse`, which keeps the dispatcher's figures
+per tenant (and refuses text that is not a dispatcher's metrics); :func:`rows` compares two
+scrapes taken an interval apart: requests/s and errors from the counters' increase, p50/p99 from
+the increase of each histogram bucket (as Prometheus' ``histogram_quantile`` does)::
 
-    before = parse(fetch(url)); time.sleep(2); after = parse(fetch(url))
+    before = read(url); time.sleep(2); after = read(url)
     for row in rows(before, after): print(row.tenant, row.rate, row.p99)
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import math
+import reprlib
 import socket
 import struct
 import time
@@ -22,12 +24,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 METRICS_PATH = "/_dispatcher/metrics"
+#: The samples :func:`parse` reads, and the label each needs besides ``tenant``.
+READ_SAMPLES: dict[str, str | None] = {
+    "dispatcher_requests_total": "code",
+    "dispatcher_request_duration_seconds_bucket": "le",
+    "dispatcher_requests_in_flight": None,
+    "dispatcher_tenant_state": "state",
+}
 
 
 class ReadError(Exception):
     """The node did not answer with its metrics; the message says why and what to check."""
+
+
+class NotMetrics(Exception):
+    """A text that is not a dispatcher's metrics; the message says what is wrong with it."""
 
 
 @dataclass
@@ -65,6 +79,19 @@ def metrics_url(url: str) -> str:
     if parts.scheme in ("http", "https") and parts.path in ("", "/"):
         return urllib.parse.urlunsplit(parts._replace(path=METRICS_PATH))
     return url
+
+
+def read(url: str, timeout: float = 5.0) -> Scrape:
+    """One scrape of the node at ``url``; :class:`ReadError` if it does not give its metrics."""
+    text = fetch(url, timeout)
+    try:
+        return parse(text)
+    except NotMetrics as e:
+        raise ReadError(
+            f"{url} did not answer with a dispatcher's metrics ({e}). Check the URL: a node's "
+            "http://HOST:PORT, unix:/path/to/uwsgi.sock or uwsgi://HOST:PORT, not a tenant's "
+            "page or /_dispatcher/health"
+        ) from None
 
 
 def fetch(url: str, timeout: float = 5.0) -> str:
@@ -143,23 +170,60 @@ def _fetch_uwsgi(url: str, timeout: float) -> tuple[int, bytes]:
 
 
 def parse(text: str, taken: float | None = None) -> Scrape:
-    """The dispatcher's per-tenant figures in a scrape's text."""
+    """The dispatcher's per-tenant figures in a scrape's text; :class:`NotMetrics` if the text
+    is not a dispatcher's metrics: not Prometheus' text format, samples but none of the
+    dispatcher's, or a sample of :data:`READ_SAMPLES` without its labels or not a count."""
+    try:
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except (ValueError, OverflowError):  # a line it cannot read; a timestamp of 400 digits
+        raise NotMetrics("the answer is not in Prometheus' text format") from None
+    if samples and not any(s.name.startswith("dispatcher_") for s in samples):
+        raise NotMetrics("the answer has no dispatcher_ figures")
     tenants: dict[str, Tenant] = defaultdict(Tenant)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            tenant = sample.labels.get("tenant")
-            if tenant is None:
-                continue
-            figures = tenants[tenant]
-            if sample.name == "dispatcher_requests_total":
-                figures.requests[sample.labels["code"]] = sample.value
-            elif sample.name == "dispatcher_request_duration_seconds_bucket":
-                figures.buckets[float(sample.labels["le"])] = sample.value
-            elif sample.name == "dispatcher_requests_in_flight":
-                figures.in_flight = sample.value
-            elif sample.name == "dispatcher_tenant_state":
-                figures.states[sample.labels["state"]] = sample.value
+    for sample in samples:
+        if sample.name not in READ_SAMPLES:
+            continue
+        tenant, label, value = _figure(sample)
+        figures = tenants[tenant]
+        if sample.name == "dispatcher_requests_total":
+            figures.requests[label] = value
+        elif sample.name == "dispatcher_request_duration_seconds_bucket":
+            figures.buckets[_bound(label)] = value
+        elif sample.name == "dispatcher_requests_in_flight":
+            figures.in_flight = value
+        else:
+            figures.states[label] = value
     return Scrape(time.monotonic() if taken is None else taken, dict(tenants))
+
+
+def _figure(sample: Sample) -> tuple[str, str, float]:
+    """A read sample's tenant, other label's value (``""`` if none) and value, checked: every
+    figure ``top`` reads is a count (requests, observations, workers), finite and not negative."""
+    label = READ_SAMPLES[sample.name]
+    for name in ("tenant", label):
+        if name is not None and name not in sample.labels:
+            raise NotMetrics(f"a {sample.name} sample has no '{name}' label")
+    try:
+        value = float(sample.value)  # the parser gives an int for digits, maybe 400 of them
+    except OverflowError:
+        value = math.inf
+    if not (math.isfinite(value) and value >= 0):
+        raise NotMetrics(f"a {sample.name} sample is {value}, not a count")
+    return sample.labels["tenant"], sample.labels[label] if label else "", value
+
+
+def _bound(le: str) -> float:
+    """A histogram bucket's upper bound: a number or ``+Inf``."""
+    try:
+        bound = float(le)
+    except ValueError:
+        bound = math.nan
+    if math.isnan(bound):
+        raise NotMetrics(
+            "a dispatcher_request_duration_seconds_bucket sample's 'le' label is "
+            f"{reprlib.repr(le)}, not a number"
+        )
+    return bound
 
 
 def _increase(now: float, before: float) -> float:

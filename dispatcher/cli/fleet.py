@@ -73,6 +73,7 @@ def _tls_files(tls: bool, cert: str | None, key: str | None) -> Tls | None:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds to wait for each node.",
 )
+@tenants_file_option  # accepted (DESIGN 6), not needed: the nodes say what they serve
 def status(urls: tuple[str, ...], timeout: float) -> None:
     """Ask each node which tenants file it serves; exit 1 if they differ or one is silent.
 

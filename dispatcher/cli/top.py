@@ -25,8 +25,10 @@ from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from ..metrics_read import ReadError, Row, Scrape, fetch, metrics_url, parse, rows
+from ..metrics_read import ReadError, Row, Scrape, metrics_url, read, rows
+from .common import tenants_file_option
 
 #: uwsgi.ini's socket for nginx, if set: ``top`` on a production node reads it directly.
 SOCKET_VARIABLE = "DISPATCHER_SOCKET"
@@ -39,7 +41,11 @@ def default_url() -> str:
     socket = os.environ.get(SOCKET_VARIABLE)
     if not socket:
         return LOCAL_URL
-    return f"unix:{socket}" if "/" in socket else f"uwsgi://{socket}"
+    if "/" in socket:
+        return f"unix:{socket}"
+    if socket.startswith(":"):  # uWSGI's ":3031": every interface, so this host's loopback too
+        socket = f"127.0.0.1{socket}"
+    return f"uwsgi://{socket}"
 
 
 @click.command()
@@ -56,6 +62,7 @@ def default_url() -> str:
     help="Seconds between two reads; rates are averages over it.",
 )
 @click.option("--once", is_flag=True, help="Read twice, --interval apart, print one table, exit.")
+@tenants_file_option  # accepted (DESIGN 6), not needed: the node's metrics say it all
 def top(url: str | None, interval: float, once: bool) -> None:
     """Watch one node's tenants: requests/s, p50, p99, errors, in flight, state.
 
@@ -82,20 +89,22 @@ def top(url: str | None, interval: float, once: bool) -> None:
         pass
 
 
-def read(url: str) -> Scrape:
-    return parse(fetch(url))
-
-
 def watch(console: Console, url: str, before: Scrape, interval: float) -> None:
     """Refresh every ``interval`` until ``q`` (or Ctrl-C)."""
-    with keys() as pressed, Live(console=console, auto_refresh=False) as live:
-        live.update(table(url, before, before), refresh=True)
-        while True:
-            if pressed(interval) in ("q", "Q"):
-                return
-            after = read(url)
-            live.update(table(url, before, after), refresh=True)
-            before = after
+    try:
+        with keys() as pressed, Live(console=console, auto_refresh=False) as live:
+            live.update(table(url, before, before), refresh=True)
+            while True:
+                if pressed(interval) in ("q", "Q"):
+                    return
+                after = read(url)
+                live.update(table(url, before, after), refresh=True)
+                before = after
+    finally:
+        # Live ends its last view with a newline only on a terminal: into a file or a pipe,
+        # an error message would go on at the end of the table's last line.
+        if not console.is_terminal:
+            console.line()
 
 
 @contextlib.contextmanager
@@ -132,13 +141,15 @@ def table(url: str, before: Scrape, after: Scrape) -> Table:
     caption = f"{len(tenants)} tenants, {total:.1f} req/s" + (
         f" over {seconds:.1f} s" if seconds > 0 else " (rates from the next read on)"
     )
-    view = Table(title=f"dispatcher top: {url}", caption=caption, box=box.SIMPLE_HEAD)
+    # Text, not str: rich would read "[...]" in a URL or a label value as markup (and raise).
+    title = Text(f"dispatcher top: {url}", style="table.title")
+    view = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
     view.add_column("TENANT", no_wrap=True)
     for heading in ("REQ/S", "P50", "P99", "ERRORS", "IN FLIGHT"):
         view.add_column(heading, justify="right", no_wrap=True)
     view.add_column("STATE", no_wrap=True)
     for row in tenants:
-        view.add_row(*cells(row, seconds > 0), style=style(row))
+        view.add_row(*map(Text, cells(row, seconds > 0)), style=style(row))
     return view
 
 
