@@ -29,7 +29,7 @@ from .eviction import LiveApps
 from .holds import store_for, worker_name
 from .isolation import SecretKeys
 from .limits import RETRY_AFTER, concurrency_limit, worker_threads
-from .logs import install_record_factory
+from .logs import install_record_factory, tenant_context
 from .metrics_worker import process_metrics
 from .routing import (
     BAD_REQUEST,
@@ -201,7 +201,8 @@ class Dispatcher:
             if isinstance(e, Exception) or operator_interrupt(e):
                 raise
             # SystemExit (or the like) from a view: it must not end the worker.
-            log.error("tenant '%s': a request raised %s; answered 500", target.name, repr(e))
+            with tenant_context(target.name):  # the app context is gone: tag the line here
+                log.error("tenant '%s': a request raised %s; answered 500", target.name, repr(e))
             return _ERROR(environ, start_response)
         finally:
             flight.pop()

@@ -86,7 +86,7 @@ def test_code_that_exits_fails_only_its_own_tenant(
 
 
 def test_a_view_that_exits_answers_500_and_the_process_goes_on(
-    make_dispatcher: Callable[[str], Dispatcher],
+    make_dispatcher: Callable[[str], Dispatcher], caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatcher = make_dispatcher(
         f"""
@@ -98,6 +98,8 @@ def test_a_view_that_exits_answers_500_and_the_process_goes_on(
     )
     client = Client(dispatcher)
     assert get(client, "/acme/exit").status_code == 500
+    (said,) = [r for r in caplog.records if "answered 500" in r.getMessage()]
+    assert said.tenant == "acme"  # type: ignore[attr-defined]  # filtering on tenant=acme finds it
     assert get(client, "/acme/").status_code == 200
     assert get(client, "/globex/").status_code == 200
     assert dispatcher.tenants["acme"].in_flight == 0  # the failed request was let go
