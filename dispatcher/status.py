@@ -4,7 +4,7 @@ Each node's ``/_dispatcher/health`` carries ``tenants_file_sha256``, the hash of
 file it last loaded (DESIGN section 13). A node is reached by HTTP(S) at its base URL, or by
 the uwsgi protocol at its ``DISPATCHER_SOCKET`` (``uwsgi://10.0.0.11:3031``,
 ``unix:/run/dispatcher/uwsgi.sock``), the address nginx itself uses, so nodes need no HTTP
-port of their own. The nodes are asked at once, each with its own timeout::
+port of their own. The nodes are asked at once, each within its own deadline::
 
     healths = fleet_health(["uwsgi://10.0.0.11:3031", "uwsgi://10.0.0.12:3031"], timeout=5)
     problem = disagreement(healths)      # None when every node answered with the same file
@@ -13,18 +13,24 @@ port of their own. The nodes are asked at once, each with its own timeout::
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import re
 import socket
+import ssl
 import struct
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .rules import RESERVED_PREFIX
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["NodeHealth", "check_url", "disagreement", "fleet_health", "node_health"]
 
@@ -32,6 +38,12 @@ HEALTH_PATH = f"{RESERVED_PREFIX}/health"
 #: A health answer is a few hundred bytes; anything past this is not the dispatcher's.
 _MAX_BODY = 64 * 1024
 _STATES = ("ready", "lazy", "failed", "maintenance")
+#: What a dispatcher sends (``hashlib.sha256().hexdigest()``); anything else is another service.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NOT_HEALTH = "the answer is not a dispatcher's health (wrong address?)"
+#: Followed as urllib follows them: an http:// node may send its clients to https://.
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
 
 
 @dataclass(frozen=True)
@@ -98,12 +110,14 @@ def disagreement(healths: Sequence[NodeHealth]) -> str | None:
 
 
 def node_health(url: str, timeout: float) -> NodeHealth:
-    """Ask one node; any failure becomes the :attr:`NodeHealth.error` that says what went wrong."""
+    """Ask one node; any failure becomes the :attr:`NodeHealth.error` that says what went wrong.
+
+    ``timeout`` is a deadline for the whole answer (connecting, headers, body): a node that
+    trickles a byte at a time is as silent as one that never answers.
+    """
+    deadline = time.monotonic() + timeout
     try:
-        if url.startswith(("uwsgi:", "unix:")):
-            status, body = _ask_uwsgi(url, timeout)
-        else:
-            status, body = _ask_http(url, timeout)
+        status, body = _ask(url, deadline)
     except TimeoutError:
         return NodeHealth(url, error=f"no answer within {timeout:g} s")
     except (OSError, http.client.HTTPException) as e:
@@ -119,41 +133,115 @@ def _parse(url: str, body: bytes) -> NodeHealth:
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("tenants"), dict):
-        return NodeHealth(url, error="the answer is not a dispatcher's health (wrong address?)")
+        return NodeHealth(url, error=_NOT_HEALTH)
     sha256 = data.get("tenants_file_sha256")
-    if not isinstance(sha256, str):
+    if sha256 is None:
         return NodeHealth(url, error="its health has no tenants_file_sha256 (an older version?)")
+    # Checked, not trusted: it goes to the operator's terminal, and two nodes sending the same
+    # garbage must not count as serving the same file.
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        return NodeHealth(url, error=_NOT_HEALTH)
     tenants = {k: v for k, v in data["tenants"].items() if isinstance(v, int)}
     return NodeHealth(url, sha256, tenants)
 
 
 def _reason(error: BaseException) -> str:
-    """``connection refused`` rather than ``<urlopen error [Errno 111] Connection refused>``."""
-    if isinstance(error, urllib.error.URLError) and not isinstance(error.reason, str):
-        return _reason(error.reason)
+    """``connection refused`` rather than ``[Errno 111] Connection refused``."""
     if isinstance(error, socket.gaierror):
         return f"cannot resolve its host name ({error.strerror})"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[0].lower() + error.strerror[1:]
-    return str(error) or type(error).__name__
+    # http.client's errors quote the node (BadStatusLine is the line it sent).
+    return _printable(str(error).strip()) or type(error).__name__
 
 
-def _ask_http(url: str, timeout: float) -> tuple[int, bytes]:
-    # Straight to the node: a $http_proxy set for the outside world must not be in the way.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url.rstrip("/") + HEALTH_PATH)
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, response.read(_MAX_BODY)
-    except urllib.error.HTTPError as e:
-        return e.code, b""
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            raise e.reason from None
-        raise
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``), so that what a node sends cannot
+    move the cursor or recolour the operator's terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _ask_uwsgi(url: str, timeout: float) -> tuple[int, bytes]:
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a :func:`time.monotonic` time); TimeoutError once it passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _ask(url: str, deadline: float) -> tuple[int, bytes]:
+    """The status and body of the node's health, redirects followed, all of it by ``deadline``."""
+    if url.startswith(("uwsgi:", "unix:")):
+        with _connect(url, deadline) as connection:
+            connection.sendall(_uwsgi_request(url))
+            response = _response(connection, deadline)
+            return response.status, _body(response)
+    target = url.rstrip("/") + HEALTH_PATH
+    for _ in range(_MAX_REDIRECTS + 1):  # the first request, then each redirect
+        with _connect(target, deadline) as connection:
+            _send_http_request(connection, target)
+            response = _response(connection, deadline)
+            location = response.getheader("Location")
+            if response.status not in _REDIRECTS or location is None:
+                return response.status, _body(response)
+        target = urllib.parse.urljoin(target, location)
+        if urllib.parse.urlsplit(target).scheme not in ("http", "https"):
+            break
+    return response.status, b""
+
+
+def _response(connection: socket.socket, deadline: float) -> http.client.HTTPResponse:
+    """The node's answer on ``connection``, its status line and headers read by ``deadline``."""
+    # http.client only calls ``makefile`` on what it is given, and _Answer has that.
+    response = http.client.HTTPResponse(
+        _Answer(connection, deadline),  # type: ignore[arg-type]
+        method="GET",
+    )
+    response.begin()
+    return response
+
+
+def _body(response: http.client.HTTPResponse) -> bytes:
+    """The body of a 200, at most _MAX_BODY bytes; with any other status, the status is enough."""
+    return response.read(_MAX_BODY) if response.status == 200 else b""
+
+
+class _Answer(io.RawIOBase):
+    """A node's answer, read so that a deadline bounds all of it.
+
+    A socket's timeout bounds each wait for bytes and starts again with every byte, so a node
+    sending one space every half second would hold ``status`` as long as it liked. Each read
+    here waits only for what is left until the deadline.
+    """
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        self._connection.settimeout(_left(self._deadline))
+        return self._connection.recv_into(buffer)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        """What :class:`http.client.HTTPResponse` reads from, as it would from a socket."""
+        return io.BufferedReader(self)
+
+
+def _send_http_request(connection: socket.socket, url: str) -> None:
+    """GET ``url`` on a connection made to its host; http.client only writes the request."""
+    parsed = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    client = kind(parsed.hostname or "", parsed.port)
+    client.sock = connection
+    selector = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+    client.request("GET", selector, headers={"Connection": "close"})
+
+
+def _uwsgi_request(url: str) -> bytes:
     """GET health over the uwsgi protocol, as nginx's uwsgi_pass does: one packet of
     variables (``modifier1`` 0: WSGI), then the node writes an HTTP response and closes."""
     host = "localhost" if url.startswith("unix:") else urllib.parse.urlsplit(url).hostname or ""
@@ -173,24 +261,33 @@ def _ask_uwsgi(url: str, timeout: float) -> tuple[int, bytes]:
         for pair in variables.items()
         for part in (pair[0].encode(), pair[1].encode("latin-1"))
     )
-    packet = struct.pack("<BHB", 0, len(payload), 0) + payload
-    connection = _connect(url, timeout)
-    with connection:
-        connection.sendall(packet)
-        response = http.client.HTTPResponse(connection, method="GET")
-        response.begin()
-        return response.status, response.read(_MAX_BODY)
+    return struct.pack("<BHB", 0, len(payload), 0) + payload
 
 
-def _connect(url: str, timeout: float) -> socket.socket:
+def _connect(url: str, deadline: float) -> socket.socket:
+    """A connection to the node (TLS set up for https://), made before ``deadline``.
+
+    Straight to the node: a $http_proxy set for the outside world must not be in the way.
+    """
     if url.startswith("unix:"):
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            connection.settimeout(timeout)
+            connection.settimeout(_left(deadline))
             connection.connect(url[len("unix:") :])
         except BaseException:
             connection.close()
             raise
         return connection
     parsed = urllib.parse.urlsplit(url)
-    return socket.create_connection((parsed.hostname, parsed.port), timeout=timeout)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    connection = socket.create_connection((parsed.hostname, port), timeout=_left(deadline))
+    if parsed.scheme != "https":
+        return connection
+    try:
+        # The ssl module bounds the whole handshake by the socket's timeout, not each wait.
+        connection.settimeout(_left(deadline))
+        context = ssl.create_default_context()
+        return context.wrap_socket(connection, server_hostname=parsed.hostname)
+    except BaseException:
+        connection.close()
+        raise

@@ -3,6 +3,7 @@ the nodes serve different tenants files or one does not answer.
 
 The nodes here are real dispatchers behind werkzeug's HTTP server, each in a thread on a
 loopback port; the uwsgi protocol is tested against real uWSGI nodes in tests/e2e/test_fleet.py.
+Nodes that misbehave (trickle their answer, send control characters) are raw socket servers.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,7 @@ TENANTS = """
       globex: {path: /globex}
 """
 Serve = Callable[[object], str]
+RawNode = Callable[[str, Sequence[bytes], float], str]
 
 
 @pytest.fixture
@@ -71,6 +75,40 @@ def node(serve: Serve, tmp_path: Path) -> Iterator[Callable[[str], str]]:
     yield start
     for dispatcher in started:
         dispatcher.close()
+
+
+@pytest.fixture
+def raw_node() -> Iterator[RawNode]:
+    """A fake node that ignores the request (HTTP or uwsgi alike) and writes these pieces of an
+    answer, waiting this many seconds after each; its URL with this scheme. Stopped after the
+    test, mid-answer if need be."""
+    stop = threading.Event()
+    servers: list[tuple[socketserver.TCPServer, threading.Thread]] = []
+
+    def start(scheme: str, pieces: Sequence[bytes], pause: float) -> str:
+        class Answer(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.recv(65536)  # the request; this node answers any the same
+                try:
+                    for piece in pieces:
+                        self.request.sendall(piece)
+                        if stop.wait(pause):
+                            return
+                except ConnectionError:  # status gave up on this node and closed its end
+                    pass
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Answer)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    stop.set()
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()  # joins the threads that answered
+        thread.join()
 
 
 def status(*args: str) -> tuple[int, str]:
@@ -148,6 +186,55 @@ def test_an_answer_that_is_no_health_is_an_error(
     code, output = status(url)
     assert code == 1
     assert f"error: {error}" in output
+
+
+HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize("scheme", ["http", "uwsgi"])
+def test_timeout_bounds_a_trickling_answer(raw_node: RawNode, scheme: str) -> None:
+    """--timeout is a deadline for a node's whole answer. A socket's timeout bounds each wait
+    for a byte, so one space every half second for 30 s would never trip it."""
+    trickle = [b" "] * 60
+    in_headers = raw_node(scheme, [HEADERS + b"X-Slow:", *trickle], 0.5)
+    in_body = raw_node(scheme, [HEADERS + b"\r\n", *trickle], 0.5)
+    started = time.monotonic()
+    code, output = status("--timeout", "2", in_headers, in_body)
+    assert time.monotonic() - started < 10
+    assert code == 1
+    width = max(len(in_headers), len(in_body))
+    assert output.splitlines() == [
+        f"{in_headers.ljust(width)}  -             error: no answer within 2 s",
+        f"{in_body.ljust(width)}  -             error: no answer within 2 s",
+        f"Error: 2 node(s) did not answer: {in_headers}, {in_body}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "sha256",
+    ["zz\n\u001b[31mx", "A" * 64, "0" * 63, "0" * 64 + "\n", "\u0660" * 64, 123],
+    ids=["escape", "uppercase", "short", "newline", "arabic-digits", "number"],
+)
+def test_a_hash_that_is_no_sha256_is_no_health(serve: Serve, sha256: object) -> None:
+    """Two nodes sending the same garbage do not agree: they are not dispatchers."""
+    body = {"status": "ok", "tenants": {"ready": 1}, "tenants_file_sha256": sha256}
+    urls = [serve(answering(200, body)) for _ in range(2)]
+    code, output = status(*urls)
+    assert code == 1
+    assert output.splitlines() == [
+        f"{url}  -             error: the answer is not a dispatcher's health (wrong address?)"
+        for url in urls
+    ] + [f"Error: 2 node(s) did not answer: {urls[0]}, {urls[1]}"]
+
+
+@pytest.mark.parametrize("scheme", ["http", "uwsgi"])
+def test_control_characters_from_a_node_are_escaped(raw_node: RawNode, scheme: str) -> None:
+    """What a node sends reaches the operator's terminal only as visible text."""
+    url = raw_node(scheme, [b"HTTP/1.1 2\x1b[31m00 OK\r\n\r\n"], 0)
+    code, output = status(url)
+    assert code == 1
+    assert output.splitlines()[0] == f"{url}  -             error: HTTP/1.1 2\\x1b[31m00 OK"
+    assert "\x1b" not in output
 
 
 @pytest.mark.parametrize(
