@@ -149,15 +149,29 @@ def config_faults(config: Any) -> list[Fault]:
         if key in config
     ]
     options = config.get("SQLALCHEMY_ENGINE_OPTIONS")
-    if isinstance(options, dict) and "connect_args" in options:
-        faults.append(
-            Fault(
-                "connection arguments in config can point the tenant at another database",
-                "Put driver options in the 'database:' URL's query, e.g. '?sslmode=require'",
-                ("SQLALCHEMY_ENGINE_OPTIONS", "connect_args"),
+    if not isinstance(options, dict):
+        return faults
+    for option, fix in _CONNECTING_OPTIONS.items():
+        if option in options:
+            faults.append(
+                Fault(
+                    f"the engine option '{option}' in config can point the tenant at another "
+                    "database (whatever its URL says)",
+                    fix,
+                    ("SQLALCHEMY_ENGINE_OPTIONS", option),
+                )
             )
-        )
     return faults
+
+
+#: Engine options that decide what a connection reaches, past the URL the dispatcher checks.
+#: (A tenants file cannot hold a function, the pytest plugin's app_config fixture can.)
+_CONNECTING_OPTIONS = {
+    "connect_args": "Put driver options in the 'database:' URL's query, e.g. '?sslmode=require'",
+    "creator": "Remove it: the dispatcher's URL makes the connections",
+    "async_creator": "Remove it: the dispatcher's URL makes the connections",
+    "pool": "Remove it: set pool sizes with pool_size/max_overflow instead",
+}
 
 
 def plain_sqlite_file(url: str, instance_path: str) -> str | None:

@@ -831,7 +831,16 @@ def create_app(tenant_config):
 
 
 @pytest.mark.parametrize(
-    "how", ["defaults-config", "tenant-config", "app-config", "binds", "connect-args", "factory"]
+    "how",
+    [
+        "defaults-config",
+        "tenant-config",
+        "app-config",
+        "binds",
+        "connect-args",
+        "creator",
+        "factory",
+    ],
 )
 def test_an_app_that_could_reach_a_real_database_fails_its_tests(
     project: pytest.Pytester, tmp_path: Path, how: str
@@ -847,6 +856,7 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
         "app-config": ("defaults: {app: shop}", ""),
         "binds": ("defaults: {app: shop}", ""),
         "connect-args": ("defaults: {app: shop}", ""),
+        "creator": ("defaults: {app: shop}", ""),
         "factory": ("defaults: {app: shop.rogue}", ""),
     }[how]
     defaults, extra = (part.replace("%s", uri) for part in config)
@@ -861,13 +871,17 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
         # (On PostgreSQL, connect_args override the URL's database.)
         "connect-args": {"SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": 1}}},
     }.get(how, {})
+    source = repr(app_config)
+    if how == "creator":  # a function: no tenants file can hold one, a fixture can
+        connect = f'lambda: __import__("sqlite3").connect({str(real)!r})'
+        source = f'{{"SQLALCHEMY_ENGINE_OPTIONS": {{"creator": {connect}}}}}'
     project.makepyfile(
         f"""
         import pytest
 
         @pytest.fixture
         def app_config():
-            return {app_config!r}
+            return {source}
 
         def test_write(client):
             client.post("/items", data={{"text": "must not reach production.db"}})
@@ -880,7 +894,7 @@ def test_an_app_that_could_reach_a_real_database_fails_its_tests(
     output = result.stdout.str() + result.stderr.str()
     assert result.ret != pytest.ExitCode.OK
     assert "passed" not in output.splitlines()[-1]
-    key = {"binds": "SQLALCHEMY_BINDS", "connect-args": "connect_args"}.get(
+    key = {"binds": "SQLALCHEMY_BINDS", "connect-args": "connect_args", "creator": "creator"}.get(
         how, "SQLALCHEMY_DATABASE_URI"
     )
     if how == "factory":
