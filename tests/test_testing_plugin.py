@@ -685,17 +685,24 @@ def test_finds_the_seed_rows_as_built(client):
     assert items(client) == ["seed"]
 
 
-def test_changes_the_config(app):
+def test_changes_the_config(app, tenant):
+    tenant.config["SEED_ITEMS"].append("appended to the tenant's")
     app.config["GREETING"] = "changed"
     app.config["NEW_KEY"] = 1
     app.config["SEED_ITEMS"].append("appended in place")
     del app.config["TESTING"]
 
 
-def test_finds_the_config_as_built(app, client):
+def test_finds_the_config_as_built(app, client, tenant):
     assert client.get("/").json["greeting"] == "hello"
     assert "NEW_KEY" not in app.config
     assert app.config["SEED_ITEMS"] == ["seed"] and app.testing
+    assert tenant.config["SEED_ITEMS"] == ["seed"]
+
+
+@pytest.mark.parametrize("app_config", [{"OTHER": 1}])
+def test_an_app_of_another_config_finds_it_as_written_too(app, tenant):
+    assert tenant.config["SEED_ITEMS"] == ["seed"] and app.config["SEED_ITEMS"] == ["seed"]
 
 
 def test_adds_a_route(app, client):
@@ -772,10 +779,12 @@ def test_writes_into_the_instance_folder(tenant):
         f.write("upload")
     with open(os.path.join(folder, "secret_key"), "w") as f:
         f.write("x" * 64)
+    os.chmod(folder, 0o777)
 
 
 def test_finds_the_instance_folder_as_built(tenant):
     folder = tenant.instance_path
+    assert oct(os.stat(folder).st_mode & 0o777) == "0o700"
     with open(os.path.join(folder, "secret_key")) as f:
         assert (sorted(os.listdir(folder)), f.read()) == built[tenant.name]
 '''
@@ -790,7 +799,7 @@ def test_nothing_a_test_leaves_behind_reaches_the_next(
     lite_and_pg(project, pg_prefix)
     project.makepyfile(test_left_behind=LEFT_BEHIND)
     result = project.runpytest()
-    result.assert_outcomes(passed=2 * 17, failed=2)
+    result.assert_outcomes(passed=2 * 18, failed=2)
     result.stdout.fnmatch_lines(["FAILED *::test_fails_in_the_middle_of_a_transaction[[]lite[]]*"])
     with postgres() as connection:  # the configured database is never touched
         assert not connection.execute(

@@ -54,6 +54,7 @@ class FolderImage:
             if any(os.path.lexists(folder / f"{name}{side}") for side in _SQLITE_SIDE_FILES)
         }
         self._restore(self.root, folder, {self.root / name for name in open_databases})
+        os.chmod(folder, stat.S_IMODE(os.stat(self.root).st_mode))  # 0700, as built
 
     def _restore(self, image: Path, folder: Path, replace: set[Path]) -> None:
         for entry in os.scandir(folder):

@@ -103,7 +103,9 @@ class Workspace:
     ) -> Lease:
         """Tenant ``name`` on a folder and database as a new tenant's, for one test."""
         unplaced = self.tenant_set[name]
-        config = {**unplaced.config, "TESTING": True, **app_config}
+        # A copy of every value: a test changing a list in tenant.config must not change the
+        # tenants file's (which every later slot of this tenant starts from).
+        config = copy_config({**unplaced.config, "TESTING": True, **app_config})
         check_config(dataclasses.replace(unplaced, config=config))
         url = make_url(unplaced.database_uri)
         backend = _backend(url)
