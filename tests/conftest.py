@@ -166,9 +166,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def postgres() -> psycopg.Connection:
+def postgres(database: str = "postgres") -> psycopg.Connection:
     """An autocommit connection to the machine's PostgreSQL server, as its superuser."""
-    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
+    return psycopg.connect(host="127.0.0.1", user="postgres", dbname=database, autocommit=True)
 
 
 @pytest.fixture

@@ -601,6 +601,35 @@ def test_database(tenant, n):
     assert left == []
 
 
+def test_a_database_named_in_the_urls_query_is_never_the_one_tested_on(
+    project: pytest.Pytester, pg_prefix: str
+) -> None:
+    """``?dbname=`` and ``?host=`` spellings, which tenants.yaml accepts: the throwaway
+    database replaces the one named in the query too (the driver would prefer the query's)."""
+    real = {"q": f"{pg_prefix}by_query", "h": f"{pg_prefix}by_host"}
+    with postgres() as connection:
+        for name in real.values():
+            connection.execute(f'CREATE DATABASE "{name}"')
+    write(
+        project.path / "tenants.yaml",
+        f"""
+        version: 1
+        defaults: {{app: shop}}
+        tenants:
+          q: {{path: /q, database: "postgresql+psycopg://postgres@127.0.0.1:5432/x?dbname={real["q"]}"}}
+          h: {{path: /h, database: "postgresql+psycopg:///{real["h"]}?host=127.0.0.1&user=postgres"}}
+        """,
+    )
+    project.makepyfile(PG_TESTS)
+    project.runpytest().assert_outcomes(passed=4)
+    for name in real.values():  # nothing was created there, let alone written
+        with postgres(name) as connection:
+            tables = connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        assert tables == [], name
+
+
 def test_postgresql_tenant_is_skipped_without_psycopg(project: pytest.Pytester) -> None:
     write(project.path / "tenants.yaml", PG_TENANTS)
     # sys.modules is restored after the in-process run.

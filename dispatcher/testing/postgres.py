@@ -204,17 +204,16 @@ class Server:
         self.created: list[URL] = []
 
     def connect(self, url: URL, database: str = "postgres") -> Any:
-        """An autocommit connection to ``database`` on ``url``'s server."""
-        options = {k: v for k, v in url.query.items() if isinstance(v, str)}
-        return self.psycopg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=database,
-            autocommit=True,
-            **options,
-        )
+        """An autocommit connection to ``database`` on ``url``'s server (its query's
+        ``host``, ``user``... win over the URL's parts, as with the driver; never its
+        ``dbname``)."""
+        options = {"host": url.host, "port": url.port, "user": url.username}
+        options["password"] = url.password
+        options.update((k, v) for k, v in url.query.items() if isinstance(v, str))
+        options.pop("database", None)
+        options["dbname"] = database
+        given = {k: v for k, v in options.items() if v is not None}
+        return self.psycopg.connect(autocommit=True, **given)
 
     def server(self, url: URL) -> Any:
         """The server's ``postgres`` database (CREATE DATABASE runs outside any other), one

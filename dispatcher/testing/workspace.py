@@ -140,6 +140,8 @@ class Workspace:
             url = url.set(database=str(folder / slot.database))
         else:
             assert self.server is not None
+            # A database named in the query would win over the throwaway one: never keep it.
+            url = url.difference_update_query(("dbname", "database"))
             url = url.set(database=self.server.create(url))
         slot.tenant = dataclasses.replace(
             unplaced, instance_path=str(folder), database_uri=url.render_as_string(False)
