@@ -744,6 +744,19 @@ def test_does_not_have_that_route(client):
     assert client.get("/extra").status_code == 404
 
 
+def test_changes_the_app_in_place(app):
+    app.view_functions["items"] = lambda: "replaced"
+    app.jinja_env.globals["leaked"] = "leaked"
+    app.json.sort_keys = False
+    app.url_map.strict_slashes = False
+
+
+def test_finds_the_app_as_built(app, client):
+    assert client.get("/items").json == ["seed"]
+    assert "leaked" not in app.jinja_env.globals
+    assert app.json.sort_keys and app.url_map.strict_slashes
+
+
 def test_leaves_a_connection_open_in_a_transaction(tenant):
     """A driver connection of its own, a write committed, then locks held and never let go."""
     if tenant.name == "lite":
@@ -799,6 +812,17 @@ def test_finds_the_schema_as_built(app, client):
     assert items(client) == ["seed"]
 
 
+def test_alters_a_sequence(app, tenant):
+    if tenant.name == "pg":  # (SQLite has none)
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(text("ALTER SEQUENCE item_id_seq INCREMENT BY 10"))
+
+
+def test_finds_the_sequence_as_built(client):
+    assert client.post("/items", data={"text": "a"}).json == {"id": 2}  # the seed is 1
+    assert client.post("/items", data={"text": "b"}).json == {"id": 3}
+
+
 def test_writes_into_the_instance_folder(tenant):
     folder = tenant.instance_path
     with open(os.path.join(folder, "secret_key")) as f:
@@ -828,7 +852,7 @@ def test_nothing_a_test_leaves_behind_reaches_the_next(
     lite_and_pg(project, pg_prefix)
     project.makepyfile(test_left_behind=LEFT_BEHIND)
     result = project.runpytest()
-    result.assert_outcomes(passed=2 * 18, failed=2)
+    result.assert_outcomes(passed=2 * 22, failed=2)
     result.stdout.fnmatch_lines(["FAILED *::test_fails_in_the_middle_of_a_transaction[[]lite[]]*"])
     with postgres() as connection:  # the configured database is never touched
         assert not connection.execute(

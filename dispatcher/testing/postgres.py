@@ -36,12 +36,15 @@ _USER_OID = 16384
 #: database settings) changes it.
 _SCHEMA_DIGEST = f"""
 SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM (
-  SELECT concat_ws('|', 'c', oid, relname, relkind, relacl) AS x FROM pg_class
+  SELECT concat_ws('|', 'c', oid, relname, relkind, relacl, relpersistence, relrowsecurity,
+      relforcerowsecurity) AS x FROM pg_class
     WHERE oid >= {_USER_OID} AND relpersistence <> 't'
-  UNION ALL SELECT concat_ws('|', 'a', attrelid, attnum, attname, atttypid, attnotnull,
-      attisdropped, atthasdef, attidentity, attgenerated)
+  UNION ALL SELECT concat_ws('|', 'a', attrelid, attnum, attname, atttypid, atttypmod,
+      attnotnull, attisdropped, atthasdef, attidentity, attgenerated)
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
     WHERE attrelid >= {_USER_OID} AND attnum > 0 AND c.relpersistence <> 't'
+  UNION ALL SELECT concat_ws('|', 'q', seqrelid, seqtypid, seqstart, seqincrement, seqmax,
+      seqmin, seqcache, seqcycle) FROM pg_sequence WHERE seqrelid >= {_USER_OID}
   UNION ALL SELECT concat_ws('|', 'd', oid, md5(adbin::text)) FROM pg_attrdef
     WHERE oid >= {_USER_OID}
   UNION ALL SELECT concat_ws('|', 'k', oid, conname) FROM pg_constraint WHERE oid >= {_USER_OID}

@@ -5,7 +5,8 @@ Building a tenant's app costs milliseconds (its URL rules alone), more than all 
 test's setup, so the plugin builds it once per (tenant, ``app_config``) and reuses it. After
 each test, :class:`AppState` puts back what a test may change on the app (its config) and
 says when the app was changed in a way it cannot put back (a route, a hook, an attribute,
-an extension added): that app is dropped and the next test gets a new one.
+an extension added; a view, a template global or a URL map or JSON setting replaced): that
+app is dropped and the next test gets a new one.
 :func:`check_config` refuses, before any factory runs, a test config that would set the
 database (issue 11: a config key pointed the plugin's tests at a real one); ``build_app``
 then checks every engine the app really has::
@@ -54,12 +55,15 @@ class AppState:
         self.attributes = dict(vars(app))
         self.extensions = dict(app.extensions)
         self.rules = len(list(app.url_map.iter_rules()))
+        self.settings = [dict(names) for names in _settings(app)]
 
     def restore(self, app: Flask) -> bool:
         """Put the config back; ``False`` if the app changed beyond that (drop it)."""
         if self.changed or _reshaped(vars(app), self.attributes, ignore=(_FIRST_REQUEST,)):
             return False
         if _reshaped(app.extensions, self.extensions):
+            return False
+        if any(map(_reshaped, _settings(app), self.settings)):
             return False
         if len(list(app.url_map.iter_rules())) != self.rules:
             return False
@@ -71,6 +75,33 @@ class AppState:
             app.config.update(copy_config(self.config))
         vars(app)[_FIRST_REQUEST] = False
         return True
+
+
+def _settings(app: Flask) -> list[Mapping[str, Any]]:
+    """What a test may change in place on an app with no setup method: its views, its
+    templates' globals, filters and tests, its URL map's and JSON provider's settings."""
+    url_map = app.url_map
+    return [
+        app.view_functions,
+        app.jinja_env.globals,
+        app.jinja_env.filters,
+        app.jinja_env.tests,
+        {name: getattr(url_map, name) for name in _URL_MAP_SETTINGS},
+        vars(app.json),
+    ]
+
+
+#: Settings of werkzeug's ``Map`` (its other attributes change as it serves).
+_URL_MAP_SETTINGS = (
+    "converters",
+    "default_subdomain",
+    "host_matching",
+    "merge_slashes",
+    "redirect_defaults",
+    "sort_key",
+    "sort_parameters",
+    "strict_slashes",
+)
 
 
 def _reshaped(
