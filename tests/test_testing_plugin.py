@@ -502,6 +502,45 @@ def test_each_test_gets_a_fresh_database_from_a_schema_built_once(
     assert log.read_text().splitlines() == ["built"] * 2
 
 
+def test_dispatcher_client_serves_the_others_when_one_tenant_cannot_be_built(
+    project: pytest.Pytester,
+) -> None:
+    """As in production: a tenant whose factory raises answers 503, and so does one on
+    PostgreSQL when psycopg is missing; every other tenant is served (a warning says why)."""
+    write(
+        project.path / "tenants.yaml",
+        """
+        version: 1
+        defaults: {app: shop}
+        tenants:
+          acme: {path: /acme}
+          broken: {path: /broken, app: "shop.broken"}
+          pg: {path: /pg, database: "postgresql+psycopg://postgres@127.0.0.1:5432/never_{name}"}
+        """,
+    )
+    (project.path / "shop" / "broken.py").write_text(
+        "def create_app(tenant_config):\n    raise RuntimeError('this factory fails')\n"
+    )
+    project.makeconftest(
+        'import sys\n\nsys.modules["psycopg"] = None\npytest_plugins = ["dispatcher.testing"]\n'
+    )
+    project.makepyfile(
+        """
+        def test_whole_dispatcher(dispatcher_client):
+            get = lambda path: dispatcher_client.get(path).status_code
+            assert (get("/acme/"), get("/broken/"), get("/pg/")) == (200, 503, 503)
+        """
+    )
+    result = project.runpytest("-W", "default::pytest.PytestWarning")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*dispatcher_client: tenant 'broken' answers 503 (*this factory fails*",
+            "*dispatcher_client: tenant 'pg' answers 503 (*psycopg is not installed*",
+        ]
+    )
+
+
 def test_real_instance_folder_is_untouched(project: pytest.Pytester) -> None:
     write(project.path / "instance" / "acme" / "config.py", 'GREETING = "operator"\n')
     before = snapshot(project.path / "instance")

@@ -35,7 +35,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.test import Client
 
 from ..dispatch import Dispatcher
-from ..errors import IsolationError
+from ..errors import BuildError, IsolationError
 from ..tenant import TenantConfig
 from .selection import (
     MARKERS,
@@ -244,6 +244,9 @@ def dispatcher_client(
     :param app_config: applied to every tenant's app, as for ``app``.
     :return: a :class:`werkzeug.test.Client` of the dispatcher, with a cookie jar.
     :raises pytest.fail.Exception: as ``tenant``, if a tenant's configuration is refused.
+        A tenant that cannot be built (its factory raises) or tested here (PostgreSQL
+        without psycopg) answers 503 instead, with a warning, never built on its real
+        database: the others are still served.
     """
     workspace = _dispatcher_tenants
     # In a per-tenant test, that tenant is the test's own (same folder and database as `app`).
@@ -255,7 +258,21 @@ def dispatcher_client(
         if own is not None and unplaced.name == own.name:
             tenants.append(own)
         elif unplaced.enabled and unplaced.maintenance is None:
-            leases.append(_lease(request, workspace, unplaced.name, app_config))
+            try:
+                leases.append(_lease(request, workspace, unplaced.name, app_config))
+            except (BuildError, pytest.skip.Exception) as e:
+                if isinstance(e, IsolationError):  # (a refused config already failed the test)
+                    raise
+                # Its factory fails, or PostgreSQL cannot be tested here: it answers 503, as a
+                # tenant that failed to build does, and every other tenant is served.
+                request.node.warn(
+                    pytest.PytestWarning(
+                        f"dispatcher_client: tenant '{unplaced.name}' answers 503 ({e})"
+                    )
+                )
+                held = dataclasses.replace(unplaced, maintenance=1)
+                tenants.append(dataclasses.replace(held, instance_path=str(root / held.name)))
+                continue
             tenants.append(leases[-1].tenant)
         else:  # never built: moved off the real instance/ all the same
             tenants.append(dataclasses.replace(unplaced, instance_path=str(root / unplaced.name)))
