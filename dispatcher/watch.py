@@ -67,7 +67,10 @@ class FileWatcher:
     def __init__(self, tenant_set: TenantSet) -> None:
         self.file = tenant_set.file
         self.instance_root = tenant_set.instance_root
-        self._seen = file_signature(self.file)
+        # Not the file's signature now: it may have been edited since the set was read (a
+        # worker builds its eager tenants in between). The first look reads the file, and
+        # reloads only if its bytes are not the set's.
+        self._seen: tuple[int, int, int] | None = None
         self._hash = tenant_set.tenants_file_sha256
         self._refused: str | None = None
         #: Whether the last look found an edit and refused it (it was not valid).

@@ -80,6 +80,21 @@ def test_added_tenant_serves_and_removed_one_404s(edit: Editor, tmp_path: Path) 
     assert engine.pool.checkedin() == 0  # the removed tenant's pool was disposed
 
 
+def test_an_edit_made_while_the_dispatcher_was_starting_is_applied(
+    edit: Editor, tmp_path: Path
+) -> None:
+    """The file was read, then edited while the eager tenants were still being built (a
+    worker booting during an edit): the first look at the file sees the edit."""
+    edit("      acme: {path: /acme}\n")
+    tenant_set = load_tenants(tmp_path / "tenants.yaml")
+    edit("      acme: {path: /acme}\n      initech: {path: /initech}\n")  # meanwhile
+    edit.dispatcher = dispatcher = Dispatcher(tenant_set, background=False)
+    client = Client(dispatcher)
+    assert status(client, "/initech/") == 404
+    dispatcher.tick()
+    assert status(client, "/initech/") == 200
+
+
 def test_unchanged_tenants_keep_their_app_and_pool(edit: Editor, tmp_path: Path) -> None:
     dispatcher, client = start(
         edit, tmp_path, "      acme: {path: /acme}\n      globex: {path: /globex}\n"
@@ -263,6 +278,7 @@ def test_a_requested_reload_rereads_an_unchanged_file(edit: Editor, tmp_path: Pa
     """SIGHUP under `python -m dispatcher serve` calls reload_now(): the file is re-read even
     when its time, size and inode look unchanged (two edits within one clock tick, say)."""
     dispatcher, client = start(edit, tmp_path, "      bb: {path: /bb}\n")
+    dispatcher.tick()  # the first look reads the file; from then on its signature is known
     path = tmp_path / "tenants.yaml"
     before = path.stat()
     path.write_text(BASE + "      bc: {path: /bc}\n")  # same length, same inode
