@@ -289,7 +289,7 @@ CASES: dict[str, Case] = {
             "  SQLALCHEMY_ENGINE_OPTIONS: {connect_args: {dbname: acme}}"
         ),
         10,
-        ("connection arguments",),
+        ("engine option 'connect_args'", "another database"),
         "query",
     ),
     # -- fine: these load
