@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import InternalServerError, ServiceUnavailable
 
+from . import tenantapp
 from .background import Ticker
 from .build import build_app, operator_interrupt
 from .eviction import LiveApps
@@ -91,7 +92,7 @@ class Dispatcher:
         self, tenant_set: TenantSet, *, watch: bool = True, background: bool = True
     ) -> None:
         """Build the eager tenants (each on its own thread, waiting for each at most
-        :data:`~dispatcher.tenantapp.BUILD_WAIT`), then start the background thread.
+        :data:`~dispatcher.tenantapp.EAGER_WAIT`), then start the background thread.
 
         Raises nothing for a tenant's or the machine's trouble: a tenant whose build fails or
         hangs answers 503 and is retried later; a metrics folder that cannot be written, or a
@@ -256,7 +257,9 @@ class Dispatcher:
         """Build ``tenant_set`` beside the running one and switch to it; return the old table.
 
         Unchanged tenants keep their app objects and connection pools; new and changed eager
-        ones (and ones whose build had failed) are built before the switch, on this thread.
+        ones (and ones whose build had failed) are built before the switch, on this thread,
+        waiting for each :data:`~dispatcher.tenantapp.EAGER_WAIT` at most (a slower one builds
+        on after the switch, its requests waiting for it).
         """
         started = time.perf_counter()
         old = self.routes
@@ -374,10 +377,12 @@ class Dispatcher:
 
 def _build_eager(handles: Iterable[TenantApp]) -> None:
     """Build the eager tenants, one at a time, each on its own thread: a factory that hangs
-    delays the others by :data:`~dispatcher.tenantapp.BUILD_WAIT` at most."""
+    or is slow delays the others by :data:`~dispatcher.tenantapp.EAGER_WAIT` at most, then
+    builds on while the next one starts (its own requests wait for it, up to
+    :data:`~dispatcher.tenantapp.BUILD_WAIT` from its start)."""
     for handle in handles:
         if not handle.tenant.lazy:
-            handle.wait_for_build()
+            handle.wait_for_build(tenantapp.EAGER_WAIT)
 
 
 def _request_fields(environ: WSGIEnvironment) -> tuple[str, str, str]:

@@ -9,7 +9,7 @@ handle's ``app``, counting it in ``flight`` meanwhile without a lock (``deque.ap
 are atomic under the GIL): the concurrency limit, idle eviction and the metrics read that::
 
     handle = TenantApp(tenant_config, build_app, states=States())
-    handle.wait_for_build()              # at boot, for an eager tenant
+    handle.wait_for_build(EAGER_WAIT)    # at boot, for an eager tenant (it builds on)
     handle.app                           # the Flask app, or None (lazy, failed, evicted)
 """
 
@@ -46,6 +46,10 @@ FIRST_RETRY_SECONDS = 1.0
 RETRY_SECONDS = 30.0
 #: Requests wait at most this long for their tenant's build; then they get a 503.
 BUILD_WAIT = 10.0
+#: Starting, or applying an edit, waits at most this long for each eager tenant's build
+#: before going on (the build goes on, on its thread): a slow factory holds up the others'
+#: requests by this much at most, never by its whole build.
+EAGER_WAIT = 1.0
 #: The health endpoint's words for a tenant's state.
 STATES = ("ready", "failed", "lazy", "maintenance")
 
@@ -185,10 +189,11 @@ class TenantApp:
         retry_after = self.tenant.maintenance or max(1, round(self._retry_at - time.monotonic()))
         return ServiceUnavailable(retry_after=retry_after)(environ, start_response)
 
-    def wait_for_build(self) -> Flask | None:
-        """The app, building it first if needed, waiting at most until the build's deadline."""
+    def wait_for_build(self, timeout: float | None = None) -> Flask | None:
+        """The app, building it first if needed, waiting at most until the build's deadline
+        (or ``timeout`` seconds, if sooner; the build goes on all the same)."""
         build = self.start_build()
-        return self.app if build is None else build.wait()
+        return self.app if build is None else build.wait(timeout)
 
     def start_build(self) -> _Build | None:
         """Start a build on its own thread unless built, building, held or waiting to retry."""
@@ -296,6 +301,7 @@ class _Build:
             target=handle._build, args=(self,), name=f"build {handle.name}", daemon=True
         )
 
-    def wait(self) -> Flask | None:
-        self.done.wait(max(0.0, self.deadline - time.monotonic()))
+    def wait(self, timeout: float | None = None) -> Flask | None:
+        left = max(0.0, self.deadline - time.monotonic())
+        self.done.wait(left if timeout is None else min(left, timeout))
         return self.handle.app

@@ -100,8 +100,9 @@ def test_tenant_code_that_exits_never_ends_a_worker(serve: Serve) -> None:
 def test_a_factory_that_hangs_leaves_every_other_tenant_serving(
     serve: Serve, tmp_path: Path
 ) -> None:
-    """One tenant hangs at boot, one on its first request: boot goes on after the build wait
-    (10 s), the hung tenant's requests get 503 when theirs runs out, the others never wait."""
+    """One tenant hangs at boot, one on its first request: boot goes on after the eager wait
+    (1 s), the hung tenant's requests get 503 when their build wait runs out, the others never
+    wait."""
     never = tmp_path / "never"  # the hanging factories wait for this file
     server = serve(
         f"""\
@@ -181,7 +182,7 @@ def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path
           acme: {{path: /acme}}
           stuck: {{path: /stuck, app: "{HOSTILE}:spins", config: {{HANG_UNTIL_FILE: {release}}}}}
     """
-    server = serve(base, ("--ini", str(extra)))  # the master waits 10 s for stuck, then forks
+    server = serve(base, ("--ini", str(extra)))  # the master waits 1 s for stuck, then forks
     server.file.write_text(textwrap.dedent(base) + "  added: {path: /added}\n")
     release.touch()
     master_threads = f"/proc/{server.uwsgi.pid}/task"
