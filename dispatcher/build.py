@@ -85,7 +85,13 @@ def build_app(
     :raises sqlalchemy.exc.SQLAlchemyError: with ``create_database``, the PostgreSQL server
         could not be reached or refused to create the database.
     """
-    make_instance_folder(tenant.instance_path)
+    try:
+        make_instance_folder(tenant.instance_path)
+    except OSError as e:  # a file in the way, a folder it may not write in: the operator's
+        raise BuildError(
+            f"cannot make its instance folder {tenant.instance_path}: {e.strerror or e}; "
+            "move what is there away, or give the server's user the right to create it"
+        ) from None
     with _build_lock(tenant.instance_path):
         if create_database:
             ensure_database(tenant.database_uri)

@@ -291,3 +291,22 @@ def test_workers_booting_together_create_a_new_schema_once(
     for worker in workers:
         worker.join(10)
     assert results == ["ok"] * 4
+
+
+def test_a_file_where_the_instance_folder_goes_is_a_clear_503(
+    make_dispatcher: Callable[[str], Dispatcher],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / "acme").write_text("not a folder")
+    dispatcher = make_dispatcher(
+        "version: 1\nserver_names: [localhost]\ndefaults: {app: tests.apps.echo}\n"
+        "tenants: {acme: {path: /acme}, globex: {path: /globex}}\n"
+    )
+    client = Client(dispatcher)
+    get = lambda path: client.get(path, headers={"Host": "localhost"}).status_code  # noqa: E731
+    assert (get("/acme/"), get("/globex/")) == (503, 200)
+    (record,) = [r for r in caplog.records if "instance folder" in r.getMessage()]
+    assert "cannot make its instance folder" in record.getMessage()
+    assert record.exc_info is None  # one line that says what to do, no traceback
