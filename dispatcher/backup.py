@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,11 +207,12 @@ def instance_files(tenant: TenantConfig) -> tuple[list[str], list[str]]:
     return sorted(files), notes
 
 
-def dispatchers_own(tenant: TenantConfig, name: str) -> bool:
-    """Whether the instance file ``name`` (relative, ``/``-separated) is one that no archive
+def dispatchers_own(tenant: TenantConfig, names: Iterable[str]) -> list[str]:
+    """Those of the instance files ``names`` (relative, ``/``-separated) that no archive
     holds: the tenant's database or its journals, a lock or temporary file of the dispatcher."""
-    path = os.path.join(tenant.instance_path, *name.split("/"))
-    return _dispatchers_own(path, os.path.basename(path), _database_file(tenant))
+    database = _database_file(tenant)
+    paths = {name: os.path.join(tenant.instance_path, *name.split("/")) for name in names}
+    return [n for n, p in paths.items() if _dispatchers_own(p, os.path.basename(p), database)]
 
 
 def _database_file(tenant: TenantConfig) -> str | None:

@@ -85,7 +85,7 @@ class InstanceFiles:
             if name.startswith("files/") and name.removeprefix("files/") not in keep
         }
         # Never in an archive that `backup` wrote: moved in, one would replace the live database.
-        own = sorted(f"files/{name}" for name in self.incoming if dispatchers_own(target, name))
+        own = sorted(f"files/{name}" for name in dispatchers_own(target, self.incoming))
         if own:
             raise BackupError(
                 f"{opened.path} holds {', '.join(own)}: the tenant's database, its journals or "
