@@ -208,3 +208,28 @@ def test_workers_forked_from_a_loaded_master_follow_edits(serve: Serve, tmp_path
     with held(load_tenants(server.file), "acme", "testing"):
         assert {server.get("/acme/") for _ in range(8)} == {503}
     assert every_worker_serves("/acme/")
+
+
+def test_workers_forked_while_a_factory_runs_python_all_serve(serve: Serve, tmp_path: Path) -> None:
+    """Without lazy-apps uWSGI forks while the stuck factory still runs Python code in the
+    master (it spins past the 1 s eager wait). Without uwsgi.ini's py-call-uwsgi-fork-hooks a
+    worker could inherit the GIL held by that thread and never serve: both workers in 4 boots
+    of 5 by hand. Three boots here: serve() waits for both workers to accept."""
+    extra = tmp_path / "no-lazy-apps.ini"
+    extra.write_text("[uwsgi]\nlazy-apps = false\n")
+    for boot in range(3):
+        release = tmp_path / f"go{boot}"
+        server = serve(
+            f"""\
+            version: 1
+            server_names: [localhost]
+            defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
+            tenants:
+              acme: {{path: /acme}}
+              stuck: {{path: /stuck, app: "{HOSTILE}:spins", config: {{HANG_UNTIL_FILE: {release}}}}}
+            """,
+            ("--ini", str(extra)),
+        )
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(server.get, ["/acme/"] * 16)) == {200}
+        release.touch()
