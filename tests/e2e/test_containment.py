@@ -219,6 +219,7 @@ def test_workers_forked_while_a_factory_runs_python_all_serve(serve: Serve, tmp_
     extra.write_text("[uwsgi]\nlazy-apps = false\n")
     for boot in range(3):
         release = tmp_path / f"go{boot}"
+        spins = f'app: "{HOSTILE}:spins", config: {{HANG_UNTIL_FILE: {release}}}'
         server = serve(
             f"""\
             version: 1
@@ -226,7 +227,7 @@ def test_workers_forked_while_a_factory_runs_python_all_serve(serve: Serve, tmp_
             defaults: {{app: "{HOSTILE}:ordinary", limits: {{concurrent: 8}}}}
             tenants:
               acme: {{path: /acme}}
-              stuck: {{path: /stuck, app: "{HOSTILE}:spins", config: {{HANG_UNTIL_FILE: {release}}}}}
+              stuck: {{path: /stuck, {spins}}}
             """,
             ("--ini", str(extra)),
         )
