@@ -31,6 +31,7 @@ from .holds import store_for, worker_name
 from .isolation import SecretKeys
 from .limits import RETRY_AFTER, concurrency_limit, worker_threads
 from .logs import install_record_factory, tenant_context
+from .metrics import Answered
 from .metrics_worker import process_metrics
 from .routing import (
     BAD_REQUEST,
@@ -156,23 +157,23 @@ class Dispatcher:
                 return BAD_REQUEST(environ, start_response)
         if ("/." in path or "%" in raw_uri) and is_hostile(path, raw_uri):
             return BAD_REQUEST(environ, start_response)
-        if target is PATHS:
-            end = path.find("/", 1)
-            mount = path if end < 0 else path[:end]
-            found = routes.paths.get(mount)
-            if found is None:  # a deeper mount, the reserved prefix, or nothing
-                if mount == RESERVED_PREFIX:
+        if target is PATHS:  # by the first segment: "/acme/notes/1" is "acme", "/notes/1"
+            segment, slash, rest = path[1:].partition("/")  # (find's arguments cost more)
+            target = routes.segments.get(segment)
+            if target is not None and path[0] == "/":
+                path_info = slash + rest
+            else:  # a deeper mount, the reserved prefix, or nothing
+                if is_reserved(path):
                     return routes.reserved(environ, start_response)
-                deep = routes.deep_mount(path) if routes.deep else None
-                if deep is None:
+                target = routes.deep_mount(path) if routes.deep else None
+                if target is None:
                     return NOT_FOUND(environ, start_response)
-                mount, found = deep
-                end = len(mount) if len(path) > len(mount) else -1
+                path_info = path[len(target.mount) :]
             # As werkzeug's DispatcherMiddleware splits it: the mount moves to SCRIPT_NAME.
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + mount
-            environ["PATH_INFO"] = path[end:] if end >= 0 else ""
-            target = found
-        elif path.startswith(RESERVED_PREFIX) and is_reserved(path):
+            script = environ.get("SCRIPT_NAME")
+            environ["SCRIPT_NAME"] = script + target.mount if script else target.mount
+            environ["PATH_INFO"] = path_info
+        elif RESERVED_PREFIX in path and is_reserved(path):  # `in`: no call for most paths
             return routes.reserved(environ, start_response)
         elif target is NOWHERE:
             return NOT_FOUND(environ, start_response)
@@ -180,13 +181,13 @@ class Dispatcher:
         if flight is None:  # the tenant's first request
             flight = target.first_flight()  # type: ignore[union-attr]  # Answers have one
         flight.append(None)  # atomic: counted in flight with no lock
-        said = None
         if self._metered:  # someone may read the metrics (metrics: allow:): keep the status
-            said = _Said()
-            said.status = "500"  # until the app says otherwise: one that raises has failed
+            said = _Said()  # no status until the app gives one: one that raises has failed
             said.start_response = start_response
             said.started = perf_counter()
             start_response = said.respond
+        else:
+            said = None
         try:
             if len(flight) > target.limit:
                 self.metrics.rejected(target.name, "concurrency")
@@ -208,7 +209,9 @@ class Dispatcher:
         finally:
             flight.pop()
             if said is not None:  # one deque.append; the background thread adds them up
-                self._record((target.name, said.status, perf_counter() - said.started))
+                said.ended = perf_counter()
+                said.tenant = target.name
+                self._record(said)
 
     def _set_routes(self, routes: Routes) -> None:
         self.routes = routes  # one attribute store: a request sees the old table or the new
@@ -395,17 +398,16 @@ def _request_fields(environ: WSGIEnvironment) -> tuple[str, str, str]:
     return host, environ.get("PATH_INFO", ""), raw_uri
 
 
-class _Said:
-    """Passed on as a request's ``start_response``: keeps the status line the app answers.
+class _Said(Answered):
+    """Passed on as a request's ``start_response``: keeps the status line the app answers,
+    and is then the request's record for the metrics (:class:`~dispatcher.metrics.Answered`).
 
     Slotted and without ``__init__``: created once per request, so every instruction counts
     (a closure over a local costs twice as much, docs/benchmarks.md).
     """
 
-    __slots__ = ("start_response", "started", "status")
+    __slots__ = ("start_response",)
     start_response: StartResponse
-    started: float
-    status: str
 
     def respond(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status

@@ -1,12 +1,12 @@
 """Per-tenant metrics of one worker, summed over the node's workers by every scrape.
 
 DESIGN section 11 names the metrics. The request path pays for one ``deque.append`` per request
-(:meth:`Metrics.observe`); :meth:`Metrics.flush`, about once a second off the request path,
-adds the pending requests up and writes them into prometheus-client, whose multiprocess mode
-(under uWSGI, see :mod:`dispatcher.metrics_files`) keeps each worker's figures in files that
-:meth:`Metrics.render` sums. Label values come only from the tenants file (the tenant names
-``flush`` is given) and from fixed sets: a status outside 100-599 counts as ``5xx``, so no
-request and no app can create a series::
+(of an :class:`Answered`, :meth:`Metrics.observe`); :meth:`Metrics.flush`, about once a second
+off the request path, adds the pending requests up and writes them into prometheus-client, whose
+multiprocess mode (under uWSGI, see :mod:`dispatcher.metrics_files`) keeps each worker's figures
+in files that :meth:`Metrics.render` sums. Label values come only from the tenants file (the
+tenant names ``flush`` is given) and from fixed sets: a status outside 100-599 counts as
+``5xx``, so no request and no app can create a series::
 
     metrics = Metrics(folder)                  # one per worker: dispatcher.metrics_worker
     metrics.observe("acme", 200, 0.012)        # request thread: one deque.append
@@ -66,6 +66,23 @@ def code_class(status: int | str) -> str:
     return UNKNOWN_STATUS_CLASS
 
 
+class Answered:
+    """One answered request, as the request path leaves it for :meth:`Metrics.flush`.
+
+    Slotted, no ``__init__``, the time not subtracted yet: the dispatcher fills in one per
+    request (its ``start_response`` wrapper is one of these), so each instruction counts.
+    """
+
+    __slots__ = ("ended", "started", "status", "tenant")
+    tenant: str
+    #: As the app answered it: the WSGI status line (``"200 OK"``), or a number. Unset if
+    #: it never answered (it raised): that is a 500.
+    status: int | str
+    #: ``time.perf_counter()`` when the request reached its tenant, and when its app returned.
+    started: float
+    ended: float
+
+
 class Metrics:
     """One process's metrics: the request path appends, :meth:`flush` writes them out.
 
@@ -78,9 +95,9 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.folder = folder
-        self._pending: collections.deque[tuple[str, int | str, float]] = collections.deque()
-        #: The request path's call: ``record((tenant, status, seconds))``, a C-level
-        #: ``deque.append`` (a few hundred instructions; :meth:`observe` is the same, named).
+        self._pending: collections.deque[Answered] = collections.deque()
+        #: The request path's call: ``record(answered)``, a C-level ``deque.append`` (a few
+        #: hundred instructions; :meth:`observe` is the same, named).
         self.record = self._pending.append
         self._rejections: collections.deque[tuple[str, str]] = collections.deque()
         self._flush_lock = threading.Lock()
@@ -155,7 +172,10 @@ class Metrics:
 
     def observe(self, tenant: str, status: int | str, seconds: float) -> None:
         """One answered request: ``status`` as an int or the WSGI status line (``"200 OK"``)."""
-        self._pending.append((tenant, status, seconds))
+        answered = Answered()
+        answered.tenant, answered.status = tenant, status
+        answered.started, answered.ended = 0.0, seconds
+        self._pending.append(answered)
 
     def rejected(self, tenant: str, reason: str) -> None:
         """A request refused before reaching the app (``reason``: one of :data:`REASONS`)."""
@@ -194,7 +214,9 @@ class Metrics:
         buckets: dict[str, list[float]] = {}
         known = self._known
         for _ in range(len(pending)):  # only what is there now: appends go on meanwhile
-            tenant, status, seconds = pending.popleft()
+            answered = pending.popleft()
+            tenant, status = answered.tenant, getattr(answered, "status", 500)
+            seconds = answered.ended - answered.started
             if tenant not in known:
                 self.dropped += 1
                 continue

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 HEALTH_PATH = f"{RESERVED_PREFIX}/health"
+_RESERVED_FOLDER = f"{RESERVED_PREFIX}/"
 METRICS_PATH = f"{RESERVED_PREFIX}/metrics"
 #: A DNS name has at most 253 characters; with ":port" and a trailing dot, 260.
 _LONGEST_HOST = 260
@@ -50,12 +51,13 @@ class Answer:
     a host that is no tenant's gets. It has what the dispatcher reads from a tenant's
     :class:`~dispatcher.tenantapp.TenantApp` when it serves a request."""
 
-    __slots__ = ("app", "flight", "limit", "name", "plain_flask", "used")
+    __slots__ = ("app", "flight", "limit", "mount", "name", "plain_flask", "used")
 
-    def __init__(self, app: WSGIApplication, name: str = "-") -> None:
+    def __init__(self, app: WSGIApplication, name: str = "-", mount: str = "") -> None:
         self.app = app
         self.plain_flask = False  # a werkzeug exception, called as it is
         self.name = name
+        self.mount = mount
         self.flight: deque[None] = deque()
         self.limit = sys.maxsize
         self.used = False
@@ -97,14 +99,25 @@ class Routes:
         targets: dict[str, Target] = dict(tenants)
         for name in self.held:
             retry_after = tenants[name].tenant.maintenance or 60
-            targets[name] = Answer(ServiceUnavailable(retry_after=retry_after), name)
+            answer = ServiceUnavailable(retry_after=retry_after)
+            targets[name] = Answer(answer, name, tenants[name].mount)
         self.server_names = tenant_set.server_names
         self.hosts: dict[str, Target] = dict.fromkeys(self.server_names or (), PATHS)
         self.hosts.update((h, targets[a.name]) for a in tenants.values() for h in a.tenant.hosts)
         self.learned: dict[str, Target] = {}
-        self.paths = {a.tenant.path: targets[a.name] for a in tenants.values() if a.tenant.path}
-        # Mounts of two or more segments (``/eu/acme``), deepest first; usually none.
-        self.deep = sorted({p.count("/") for p in self.paths} - {1}, reverse=True)
+        #: Path mounts of one segment by that segment (``/acme``: ``"acme"``), the lookup of a
+        #: request's first segment; mounts of more (``/eu/acme``) by path, usually none.
+        self.segments: dict[str, Target] = {}
+        self.deep_paths: dict[str, Target] = {}
+        for handle in tenants.values():
+            mount = handle.mount
+            if mount.count("/") > 1:
+                self.deep_paths[mount] = targets[handle.name]
+            elif mount:  # keyed by the tenant's name where they are alike: no new string
+                key = handle.name if mount[1:] == handle.name else mount[1:]
+                self.segments[key] = targets[handle.name]
+        #: The segment counts of ``deep_paths``, most first.
+        self.deep = sorted({p.count("/") for p in self.deep_paths}, reverse=True)
         # Used for its rewriting of environ only: its "app" does nothing (see Dispatcher).
         self.proxy_fix = None
         if tenant_set.proxy is not None:
@@ -123,8 +136,8 @@ class Routes:
         self.learned[raw] = target
         return target
 
-    def deep_mount(self, path: str) -> tuple[str, Target] | None:
-        """The mount of several segments that ``path`` is under, if any."""
+    def deep_mount(self, path: str) -> Target | None:
+        """Where a path under a mount of several segments goes, if it is under one."""
         for depth in self.deep:
             end = 0
             for _ in range(depth):
@@ -132,9 +145,9 @@ class Routes:
                 if end < 0:
                     end = len(path)
                     break
-            tenant = self.paths.get(path[:end])
-            if tenant is not None:
-                return path[:end], tenant
+            target = self.deep_paths.get(path[:end])
+            if target is not None:
+                return target
         return None
 
     def reserved(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -198,8 +211,8 @@ def normalise_host(raw: str) -> str:
 
 
 def is_reserved(path: str) -> bool:
-    """A path under the reserved prefix (called once it starts with it)."""
-    return path == RESERVED_PREFIX or path[len(RESERVED_PREFIX)] == "/"
+    """A path under the reserved prefix (``/_dispatcher`` or below it)."""
+    return path == RESERVED_PREFIX or path.startswith(_RESERVED_FOLDER)
 
 
 def is_hostile(path: str, raw_uri: str) -> bool:

@@ -102,6 +102,7 @@ class TenantApp:
         "last_used",
         "limit",
         "metrics",
+        "mount",
         "name",
         "on_built",
         "plain_flask",
@@ -122,6 +123,8 @@ class TenantApp:
     ) -> None:
         self.tenant = tenant
         self.name = tenant.name
+        #: Its path mount (``"/acme"``), what its requests' ``SCRIPT_NAME`` gets; ``""`` if none.
+        self.mount = tenant.path or ""
         self.builder = builder
         self.app: Flask | None = None
         #: Whether the app's class keeps Flask's ``__call__``, which only calls ``wsgi_app``

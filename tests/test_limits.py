@@ -82,6 +82,35 @@ def test_the_count_never_drifts_under_threads(
     assert 'dispatcher_request_duration_seconds_count{tenant="acme"} 2000.0' in body.decode()
 
 
+def test_an_exception_out_of_the_app_counts_as_a_5xx(
+    make_dispatcher: Callable[[str], Dispatcher],
+) -> None:
+    """An app that raises instead of answering never gives a status; the server answers 500,
+    and the metrics count a 5xx with its duration, as for an app's own 500."""
+    dispatcher = make_dispatcher(
+        """
+        version: 1
+        server_names: [localhost]
+        defaults: {app: tests.apps.echo}
+        tenants:
+          acme: {path: /acme, config: {PROPAGATE_EXCEPTIONS: true}}
+          globex: {path: /globex}
+        """
+    )
+    client = Client(dispatcher)
+    with pytest.raises(RuntimeError, match="boom"):
+        client.get("/acme/boom", headers=HOST)
+    assert get(client, "/globex/boom") == 500  # Flask's own 500
+    assert get(client, "/acme/") == 200
+    body, _ = dispatcher.metrics.render(*dispatcher.routes.snapshot())
+    text = body.decode()
+    assert 'dispatcher_requests_total{code="5xx",tenant="acme"} 1.0' in text
+    assert 'dispatcher_requests_total{code="2xx",tenant="acme"} 1.0' in text
+    assert 'dispatcher_requests_total{code="5xx",tenant="globex"} 1.0' in text
+    assert 'dispatcher_request_duration_seconds_count{tenant="acme"} 2.0' in text
+    assert dispatcher.tenants["acme"].in_flight == 0
+
+
 def test_no_limit_lets_everything_in(
     make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
 ) -> None:
