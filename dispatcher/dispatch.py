@@ -158,10 +158,15 @@ class Dispatcher:
         if ("/." in path or "%" in raw_uri) and is_hostile(path, raw_uri):
             return BAD_REQUEST(environ, start_response)
         if target is PATHS:  # by the first segment: "/acme/notes/1" is "acme", "/notes/1"
-            segment, slash, rest = path[1:].partition("/")  # (find's arguments cost more)
+            try:  # (str.find's start argument alone costs more than this split)
+                lead, segment, rest = path.split("/", 2)
+                rest = "/" + rest
+            except ValueError:  # "/acme", with no slash after it (or "/", "", "acme")
+                lead, _, segment = path.partition("/")
+                rest = ""
             target = routes.segments.get(segment)
-            if target is not None and path[0] == "/":
-                path_info = slash + rest
+            if target is not None and not lead:  # (a lead: no "/" first, no mount's path)
+                path_info = rest
             else:  # a deeper mount, the reserved prefix, or nothing
                 if is_reserved(path):
                     return routes.reserved(environ, start_response)
@@ -170,7 +175,10 @@ class Dispatcher:
                     return NOT_FOUND(environ, start_response)
                 path_info = path[len(target.mount) :]
             # As werkzeug's DispatcherMiddleware splits it: the mount moves to SCRIPT_NAME.
-            script = environ.get("SCRIPT_NAME")
+            try:
+                script = environ["SCRIPT_NAME"]
+            except KeyError:  # (PEP 3333 lets a server leave an empty one out)
+                script = ""
             environ["SCRIPT_NAME"] = script + target.mount if script else target.mount
             environ["PATH_INFO"] = path_info
         elif RESERVED_PREFIX in path and is_reserved(path):  # `in`: no call for most paths
