@@ -60,16 +60,26 @@ def tenants_file(folder: Path, count: int) -> Path:
     return path
 
 
+def answered(tenant: str, status: str, seconds: float) -> Any:
+    """A request's record, as the dispatcher leaves it for the flush."""
+    from dispatcher.metrics import Answered
+
+    record = Answered()
+    record.tenant, record.status, record.started, record.ended = tenant, status, 0.0, seconds
+    return record
+
+
 def child(name: str, k: int, folder: Path) -> None:
     """One measured process: set-up, warm-up, then ``k`` repetitions."""
     if name in ("observe", "loop", "record"):
         from dispatcher.metrics import Metrics
 
         metrics = Metrics(None)
-        if name == "record":  # what TenantApp calls: the bound deque.append
+        if name == "record":  # what the dispatcher calls: the bound deque.append
             record = metrics.record
+            request = answered("t1", "200 OK", 0.001)
             for _ in range(1000 + k):
-                record(("t1", "200 OK", 0.001))
+                record(request)
             return
         call = metrics.observe if name == "observe" else (lambda t, s, d: None)
         for _ in range(1000 + k):
@@ -111,8 +121,8 @@ def child(name: str, k: int, folder: Path) -> None:
             metrics.observe("t1", "200 OK", 0.001)
         metrics.flush({}, states)
         # As in a worker serving 1,000 requests/s: one flush per 1,000 requests. The requests
-        # are made up once (10 tenants, 50 durations) and recorded as TenantApp does.
-        made_up = [(f"t{i % 10}", "200 OK", 0.001 * (i % 50)) for i in range(1000)]
+        # are made up once (10 tenants, 50 durations) and recorded as the dispatcher does.
+        made_up = [answered(f"t{i % 10}", "200 OK", 0.001 * (i % 50)) for i in range(1000)]
         record = metrics.record
         for i, request in zip(range(k), itertools.cycle(made_up)):
             record(request)

@@ -424,7 +424,7 @@ SPLIT_MOUNTS = ("/acme", "/eu/acme", "/t1")
 SPLIT_PATHS = [
     "/acme", "/acme/", "/acme/x", "/acme//x", "/acme/x/", "/acme/x/y/z", "/acmex", "/acm",
     "/", "", "/eu/acme", "/eu/acme/", "/eu/acme/x/y", "/eu", "/eu/", "/eu/x", "/eu/acmex",
-    "/acme/eu/acme", "/t1/t1", "/T1", "/caf\u00e9", "/acme/\u00e9",
+    "/acme/eu/acme", "/t1/t1", "/T1", "/caf\u00e9", "/acme/\u00e9", "//acme", "//acme/x",
     # No leading slash (a raw "GET xacme/x" to uWSGI): never a mount's, whatever follows.
     "acme", "xacme", "xacme/x", "eu/acme/x", "_dispatcher/health", "http://h/acme/x",
 ]  # fmt: skip
