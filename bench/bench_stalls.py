@@ -20,6 +20,10 @@ Each measurement runs in a fresh interpreter that builds the dispatcher as wsgi.
   request waits.
 - ``gc``: one full ``gc.collect()`` with 1,000 lazy notes tenants built after boot (each was
   requested once), against the same right after boot; median of 3 collections.
+- ``tick``: the once-a-second background work (``Dispatcher.tick``: the tenants file and
+  holds looked at, idle apps, failed builds, the metrics written), in CPU time, with 100,
+  10,000 and 100,000 lazy tenants of which 10 have had requests: with nothing changed, and
+  with one tenant built (a state change) before each tick; median of 20 ticks.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from bench.report import ROOT, spread
 from bench.results import save
 from bench.sections import stalls_section
 
-BENCHMARKS = ("threads", "reload", "gc")
+BENCHMARKS = ("threads", "reload", "gc", "tick")
+#: Tenant counts of ``tick``: the smallest is the baseline.
+TICK_COUNTS = (100, 10_000, 100_000)
 #: Seconds after a change to the file whose requests count (the reload check runs once a second).
 WINDOW = 4.0
 
@@ -238,6 +244,41 @@ def gc_child(work: Path, tenants: int) -> dict[str, Any]:
     return result
 
 
+# --- tick --------------------------------------------------------------------------------------
+
+
+def tick_child(work: Path) -> dict[str, Any]:
+    from bench.instruction_sides import name
+    from dispatcher import create_dispatcher
+
+    def ticks(dispatcher: Any, build: bool) -> list[float]:
+        """CPU ms of this thread for each of 20 ticks; with ``build``, a lazy tenant is built
+        (one request) before each."""
+        spent = []
+        for i in range(20):
+            if build:
+                get(dispatcher, f"/{name(10 + i)}/")
+            cpu = time.thread_time()
+            dispatcher.tick()
+            spent.append((time.thread_time() - cpu) * 1000)
+        return spent
+
+    figures: dict[str, Any] = {}
+    for count in TICK_COUNTS:
+        dispatcher = create_dispatcher(tenants_file(work, count, "mixed"))
+        if dispatcher._ticker is not None:  # the ticks measured are the only ones
+            dispatcher._ticker.stop()
+        for i in range(10):  # the first half of a mixed file is path tenants
+            get(dispatcher, f"/{name(i)}/")
+        dispatcher.tick()
+        figures[str(count)] = {
+            "quiet": ticks(dispatcher, build=False),
+            "busy": ticks(dispatcher, build=True),
+        }
+        dispatcher.close()
+    return figures
+
+
 # --- the parent --------------------------------------------------------------------------------
 
 
@@ -271,6 +312,12 @@ def summary(results: dict[str, Any]) -> str:
                 f"{action}: longest {spread(worst)} ms ({spread(ours)} ms less the waits for "
                 f"a CPU), p99 {spread(p99, 2)} ms"
             )
+    if "tick" in results:
+        for count, spent in results["tick"].items():
+            lines.append(
+                f"tick, {int(count):,} tenants: {spread(spent['quiet'], 3)} ms CPU with nothing "
+                f"changed, {spread(spent['busy'], 3)} ms with a tenant built each tick"
+            )
     if "gc" in results:
         r = results["gc"]
         lines.append(
@@ -296,6 +343,7 @@ def main() -> None:
             "threads": lambda: threads_child(args.work, args.rounds, args.seconds),
             "reload": lambda: reload_child(args.work, args.reload_rounds),
             "gc": lambda: gc_child(args.work, args.gc_tenants),
+            "tick": lambda: tick_child(args.work),
         }
         print(json.dumps(runners[args.child]()))
         return

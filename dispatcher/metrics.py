@@ -20,7 +20,7 @@ import collections
 import logging
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import metrics_files, metrics_render
@@ -165,6 +165,9 @@ class Metrics:
         self._known: set[str] = set()
         self._written_in_flight: dict[str, int] = {}
         self._written_state: dict[str, str] = {}
+        #: The ``states`` (a routing table's view) last compared whole: ``changed`` is
+        #: relative to it; from another one, everything is compared.
+        self._view: Mapping[str, str] | None = None
         #: Observations for a tenant no tenants file named (never expected; never a series).
         self.dropped = 0
 
@@ -196,17 +199,28 @@ class Metrics:
 
     # -- Once a second, off the request path -------------------------------------------------
 
-    def flush(self, in_flight: Mapping[str, int], states: Mapping[str, str]) -> None:
+    def flush(
+        self,
+        in_flight: Mapping[str, int],
+        states: Mapping[str, str],
+        changed: Collection[str] | None = None,
+    ) -> None:
         """Write out what happened since the last flush, and the current gauges.
 
         ``states`` names every tenant being served (tenant -> one of :data:`STATES`);
-        ``in_flight`` their requests in flight in this worker (missing ones: none).
+        ``in_flight`` their requests in flight in this worker (missing ones: none);
+        ``changed`` the tenants whose state may differ from the last flush's ``states``
+        (``None``: any may, the set of tenants too): with 100,000 tenants, comparing them all
+        every second would take milliseconds of this worker's interpreter lock.
         """
         with self._flush_lock:
-            self._known.update(states)
+            if states is not self._view:  # another table's view (a reload): compare all
+                changed = None
+            if changed is None:
+                self._known.update(states)
             self._write_requests()
             self._write_rejections()
-            self._write_gauges(in_flight, states)
+            self._write_gauges(in_flight, states, changed)
 
     def _write_requests(self) -> None:
         pending = self._pending
@@ -246,7 +260,12 @@ class Metrics:
         for (tenant, reason), n in counts.items():
             self._rejected.labels(tenant, reason).inc(n)
 
-    def _write_gauges(self, in_flight: Mapping[str, int], states: Mapping[str, str]) -> None:
+    def _write_gauges(
+        self,
+        in_flight: Mapping[str, int],
+        states: Mapping[str, str],
+        changed: Collection[str] | None,
+    ) -> None:
         """Write only what changed: a series is created when it first becomes non-zero."""
         written = self._written_in_flight
         for tenant in [t for t in written if t not in in_flight or t not in states]:
@@ -256,9 +275,22 @@ class Metrics:
             if written.get(tenant, 0) != n and tenant in states:
                 self._in_flight.labels(tenant).set(n)
                 written[tenant] = n
-        if states == self._written_state:
-            return
         before = self._written_state
+        if changed is not None:
+            for tenant in changed:
+                state, old = states.get(tenant), before.get(tenant)
+                if state != old:
+                    if old is not None:
+                        self._state.labels(tenant, old).set(0)
+                    if state in STATES:
+                        self._state.labels(tenant, state).set(1)
+                        before[tenant] = state
+                    else:
+                        before.pop(tenant, None)
+            return
+        if states == before:
+            self._view = states
+            return
         for tenant, state in before.items():
             if states.get(tenant) != state:
                 self._state.labels(tenant, state).set(0)
@@ -266,10 +298,16 @@ class Metrics:
             if state in STATES and before.get(tenant) != state:
                 self._state.labels(tenant, state).set(1)
         self._written_state = {t: s for t, s in states.items() if s in STATES}
+        self._view = states
 
     # -- Scrapes -----------------------------------------------------------------------------
 
-    def render(self, in_flight: Mapping[str, int], states: Mapping[str, str]) -> tuple[bytes, str]:
+    def render(
+        self,
+        in_flight: Mapping[str, int],
+        states: Mapping[str, str],
+        changed: Collection[str] | None = None,
+    ) -> tuple[bytes, str]:
         """Flush, then the node's figures (every worker's, added up) in Prometheus' format.
 
         Under uWSGI the files are added up in a child process (:mod:`.metrics_render`), so
@@ -277,7 +315,7 @@ class Metrics:
         """
         from prometheus_client import generate_latest
 
-        self.flush(in_flight, states)
+        self.flush(in_flight, states, changed)
         if self.folder is None:
             assert self.registry is not None
             return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE

@@ -52,24 +52,35 @@ BUILD_WAIT = 10.0
 EAGER_WAIT = 1.0
 #: The health endpoint's words for a tenant's state.
 STATES = ("ready", "failed", "lazy", "maintenance")
+#: State changes remembered for views that follow them (the metrics' states); a view that
+#: fell further behind rebuilds itself once.
+MOVES_KEPT = 4096
 
 Builder = Callable[[TenantConfig], Flask]
 
 
 class States:
     """How many tenants are in each state, kept up to date as they change (the health
-    endpoint reads it in constant time), and which ones failed (the background retries)."""
+    endpoint reads it in constant time), which ones failed (the background retries), which
+    ones changed lately, and which ones have had requests: what the once-a-second metrics
+    need, so that their work follows what happened, not the number of tenants."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter(dict.fromkeys(STATES, 0))
         self.failed: dict[str, TenantApp] = {}
         #: Moves by one at every change: whoever keeps a view of the states knows it is stale.
         self.version = 0
+        #: The handles that have had a request in this process (they have a ``flight``).
+        self.flown: set[TenantApp] = set()
+        #: (version, tenant name) of the last changes: names, so that no handle a reload
+        #: replaced (and its app) is kept alive here.
+        self._moves: deque[tuple[int, str]] = deque(maxlen=MOVES_KEPT)
         self._lock = threading.Lock()
 
     def move(self, handle: TenantApp, old: str | None, new: str | None) -> None:
         with self._lock:
             self.version += 1
+            self._moves.append((self.version, handle.name))
             if old is not None:
                 self.counts[old] -= 1
             if new is not None:
@@ -78,6 +89,20 @@ class States:
                 self.failed[handle.name] = handle
             elif old == "failed" and self.failed.get(handle.name) is handle:
                 del self.failed[handle.name]
+
+    def moved_since(self, version: int) -> tuple[set[str] | None, int]:
+        """The tenants whose state changed after ``version`` (``None`` if that is further
+        back than :data:`MOVES_KEPT` changes), and the version they bring a view to."""
+        with self._lock:
+            moves, now = self._moves, self.version
+            if now != version and (not moves or moves[0][0] > version + 1):
+                return None, now
+            moved = set()
+            for seen, name in reversed(moves):
+                if seen <= version:
+                    break
+                moved.add(name)
+            return moved, now
 
 
 class TenantApp:
@@ -173,6 +198,7 @@ class TenantApp:
         with self._lock:
             if self.flight is None:
                 self.flight = deque()
+                self._states.flown.add(self)
             return self.flight
 
     def serve_unbuilt(
@@ -283,6 +309,7 @@ class TenantApp:
         """
         with self._lock:
             self._set_state(None)
+            self._states.flown.discard(self)
         if self.app is not None:
             dispose_engines(self.app)
 

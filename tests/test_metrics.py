@@ -8,14 +8,17 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
 
-from dispatcher import metrics_files, metrics_render
+from dispatcher import Dispatcher, metrics_files, metrics_render, tenantapp
 from dispatcher.metrics import (
     CODE_CLASSES,
     METRIC_NAMES,
@@ -24,6 +27,8 @@ from dispatcher.metrics import (
     Metrics,
     code_class,
 )
+
+from .e2e.servers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,6 +152,22 @@ def test_gauges_follow_in_flight_and_state() -> None:
     # A reload removed globex: it is in no state on this worker any more.
     found = scrape(metrics, {}, {"acme": "failed"})
     assert value(found, "dispatcher_tenant_state", tenant="globex", state="ready") == 0
+
+
+def test_only_the_changed_states_are_compared_within_one_view() -> None:
+    """``changed`` names what moved in the view last compared whole; a flush with another
+    view (another routing table's, after a reload) compares everything again."""
+    metrics = Metrics()
+    view = {"acme": "lazy", "globex": "ready"}
+    scrape(metrics, states=view)
+    view["acme"] = "ready"  # the table updates its view in place, and says what moved
+    found = samples(metrics.render({}, view, {"acme"})[0])
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 0
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
+    other = {"acme": "ready"}  # a reload's table: globex is gone, though nothing "moved"
+    found = samples(metrics.render({}, other, set())[0])
+    assert value(found, "dispatcher_tenant_state", tenant="globex", state="ready") == 0
+    assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
 
 
 def test_builds_and_reloads_are_counted() -> None:
@@ -300,3 +321,87 @@ def test_the_child_runs_the_environment_python(monkeypatch: pytest.MonkeyPatch) 
     """Under uWSGI, sys.executable is the uwsgi program: the virtualenv's python3 runs."""
     monkeypatch.setattr(sys, "executable", str(ROOT / ".venv" / "bin" / "uwsgi"))
     assert metrics_render.python() == os.path.join(sys.exec_prefix, "bin", "python3")
+
+
+GAUGE_TENANTS = """
+    version: 1
+    server_names: [localhost]
+    defaults: {{app: "tests.apps.hostile:ordinary", lazy: true}}
+    tenants:
+{entries}
+"""
+
+
+@pytest.mark.parametrize("moves_kept", [4096, 1], ids=["followed", "fell-behind"])
+def test_state_and_in_flight_gauges_follow_the_dispatcher(
+    make_dispatcher: Callable[[str], Dispatcher],
+    write_tenants: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    moves_kept: int,
+) -> None:
+    """Once a second the metrics write only what changed (tenants that had requests, states
+    that moved), and still show exactly what the dispatcher has, through builds, holds, a
+    reload that removes and adds tenants, and more changes than are remembered between two
+    flushes ("fell-behind": they are all compared again)."""
+    monkeypatch.setattr(tenantapp, "MOVES_KEPT", moves_kept)
+    entries = "      acme: {path: /acme}\n      globex: {path: /globex}\n"
+    dispatcher = make_dispatcher(GAUGE_TENANTS.format(entries=entries))
+    client = Client(dispatcher)
+    gone: set[str] = set()
+
+    def check() -> dict:
+        dispatcher.tick()
+        found = samples(dispatcher.metrics.render(*dispatcher.routes.snapshot())[0])
+        for name, handle in dispatcher.tenants.items():
+            expected = "maintenance" if name in dispatcher.routes.held else handle.state
+            for state in STATES:
+                shown = value(found, "dispatcher_tenant_state", tenant=name, state=state)
+                assert (shown or 0) == (1 if state == expected else 0), (name, state)
+        for name in gone:
+            for state in STATES:
+                assert not value(found, "dispatcher_tenant_state", tenant=name, state=state)
+        return found
+
+    check()
+    assert client.get("/acme/", headers={"Host": "localhost"}).status_code == 200
+    check()  # acme: lazy -> ready
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(client.get, "/globex/wait/go", headers={"Host": "localhost"})
+        globex = dispatcher.tenants["globex"]
+        try:  # counted in flight from its start; its folder (and app) made by the build
+            wait_for(lambda: globex.in_flight == 1 and globex.app is not None, "globex's app")
+            found = check()
+            assert value(found, "dispatcher_requests_in_flight", tenant="globex") == 1
+        finally:  # (the request waits for this file)
+            (tmp_path / "instance" / "globex" / "go").touch()
+        assert held.result().status_code == 200
+    found = check()
+    assert value(found, "dispatcher_requests_in_flight", tenant="globex") == 0
+    dispatcher.hold(frozenset({"acme"}))
+    check()  # acme: in maintenance
+    dispatcher.hold(frozenset())
+    check()
+    entries = "      acme: {path: /acme}\n      initech: {path: /initech}\n"
+    write_tenants(GAUGE_TENANTS.format(entries=entries))
+    gone.add("globex")
+    check()  # globex removed, initech added (lazy)
+    assert "initech" in dispatcher.tenants
+    client.get("/initech/", headers={"Host": "localhost"})  # initech: lazy -> ready
+    assert dispatcher.tenants["acme"].evict()  # acme: ready -> lazy; two moves in one second
+    check()
+
+
+def test_a_flush_with_nothing_changed_compares_no_tenant(
+    make_dispatcher: Callable[[str], Dispatcher],
+) -> None:
+    """The once-a-second snapshot names only the tenants whose state moved since the last
+    one (none, most seconds), not every tenant of the file."""
+    entries = "".join(f"      t{i}: {{path: /t{i}}}\n" for i in range(200))
+    dispatcher = make_dispatcher(GAUGE_TENANTS.format(entries=entries))
+    assert dispatcher.routes.snapshot()[2] is None  # the first one: everything
+    assert dispatcher.routes.snapshot()[2] == set()
+    Client(dispatcher).get("/t7/", headers={"Host": "localhost"})
+    in_flight, states, changed = dispatcher.routes.snapshot()
+    assert changed == {"t7"} and states["t7"] == "ready" and in_flight == {}
+    assert dispatcher.routes.snapshot()[2] == set()
