@@ -16,7 +16,8 @@ Workloads (one ``--child NAME K`` process each):
 - ``flush``: ``record`` + ``flush`` (once per 1,000 requests) into prometheus-client's
   multiprocess files, per request.
 - ``flush_idle``: one ``flush`` with nothing pending and 100 / 1,000 tenants' states unchanged
-  (the once-a-second fixed cost).
+  (the once-a-second fixed cost), as the dispatcher calls it: the routing table's view of the
+  states, and no tenant named as changed.
 - ``scrape``: one ``/_dispatcher/metrics`` render as the answering worker pays for it (flush,
   tidy, start the child and read its output), 2 workers' files of 20 / 200 busy tenants;
   ``merge``: what that child process does (adds up the files and formats them).
@@ -119,7 +120,7 @@ def child(name: str, k: int, folder: Path) -> None:
         states = {f"t{i}": "ready" for i in range(100)}
         for _ in range(1000):
             metrics.observe("t1", "200 OK", 0.001)
-        metrics.flush({}, states)
+        metrics.flush(states)
         # As in a worker serving 1,000 requests/s: one flush per 1,000 requests. The requests
         # are made up once (10 tenants, 50 durations) and recorded as the dispatcher does.
         made_up = [answered(f"t{i % 10}", "200 OK", 0.001 * (i % 50)) for i in range(1000)]
@@ -127,14 +128,15 @@ def child(name: str, k: int, folder: Path) -> None:
         for i, request in zip(range(k), itertools.cycle(made_up)):
             record(request)
             if i % 1000 == 999:
-                metrics.flush({}, states)
+                metrics.flush(states)
     elif name.startswith("flush_idle"):
         from dispatcher.metrics import Metrics
 
         metrics = Metrics(str(folder))
         states = {f"t{i}": "ready" for i in range(int(name.rpartition("_")[2]))}
+        metrics.flush(states)  # the first flush of a view compares it whole
         for _ in range(10 + k):
-            metrics.flush({}, dict(states))
+            metrics.flush(states, set())
     elif name.startswith("merge"):
         from dispatcher.metrics_render import render_folder
 
@@ -147,9 +149,9 @@ def child(name: str, k: int, folder: Path) -> None:
         metrics = Metrics(str(folder))
         states = {f"t{i}": "ready" for i in range(tenants)}
         for _ in range(3):
-            metrics.render({}, states)
+            metrics.render(states)
         for _ in range(k):
-            metrics.render({}, states)
+            metrics.render(states)
     else:
         raise SystemExit(f"unknown workload {name}")
 
@@ -163,7 +165,7 @@ states = {f"t{i}": "ready" for i in range(tenants)}
 statuses = ("200 OK", "404 NOT FOUND", "500 X")
 for i in range(20 * tenants):
     metrics.observe(f"t{i % tenants}", statuses[i % 3], 0.001 * (i % 900))
-metrics.flush({"t1": 1}, states)
+metrics.flush(states)
 """
 
 

@@ -192,8 +192,10 @@ class Dispatcher:
         if self._metered:  # someone may read the metrics (metrics: allow:): keep the status
             said = _Said()  # no status until the app gives one: one that raises has failed
             said.start_response = start_response
+            said.tenant = target.name
             said.started = perf_counter()
             start_response = said.respond
+            self._record(said)  # one deque.append: in flight until it has ended
         else:
             said = None
         try:
@@ -216,10 +218,8 @@ class Dispatcher:
             return _ERROR(environ, start_response)
         finally:
             flight.pop()
-            if said is not None:  # one deque.append; the background thread adds them up
+            if said is not None:  # the background thread adds the ended ones up
                 said.ended = perf_counter()
-                said.tenant = target.name
-                self._record(said)
 
     def _set_routes(self, routes: Routes) -> None:
         self.routes = routes  # one attribute store: a request sees the old table or the new

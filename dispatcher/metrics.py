@@ -10,7 +10,7 @@ tenant names ``flush`` is given) and from fixed sets: a status outside 100-599 c
 
     metrics = Metrics(folder)                  # one per worker: dispatcher.metrics_worker
     metrics.observe("acme", 200, 0.012)        # request thread: one deque.append
-    metrics.flush({"acme": 0}, {"acme": "ready"})   # once a second and before a scrape
+    metrics.flush({"acme": "ready"})           # once a second and before a scrape
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def code_class(status: int | str) -> str:
 
 
 class Answered:
-    """One answered request, as the request path leaves it for :meth:`Metrics.flush`.
+    """One request, as the request path leaves it for :meth:`Metrics.flush`: recorded when
+    it reaches its tenant, ``ended`` set when its app returns. Until then it is one of the
+    tenant's requests in flight, so no flush needs to look at every tenant to find them.
 
     Slotted, no ``__init__``, the time not subtracted yet: the dispatcher fills in one per
     request (its ``start_response`` wrapper is one of these), so each instruction counts.
@@ -78,7 +80,8 @@ class Answered:
     #: As the app answered it: the WSGI status line (``"200 OK"``), or a number. Unset if
     #: it never answered (it raised): that is a 500.
     status: int | str
-    #: ``time.perf_counter()`` when the request reached its tenant, and when its app returned.
+    #: ``time.perf_counter()`` when the request reached its tenant, and when its app returned
+    #: (unset until then).
     started: float
     ended: float
 
@@ -199,41 +202,45 @@ class Metrics:
 
     # -- Once a second, off the request path -------------------------------------------------
 
-    def flush(
-        self,
-        in_flight: Mapping[str, int],
-        states: Mapping[str, str],
-        changed: Collection[str] | None = None,
-    ) -> None:
+    def flush(self, states: Mapping[str, str], changed: Collection[str] | None = None) -> None:
         """Write out what happened since the last flush, and the current gauges.
 
         ``states`` names every tenant being served (tenant -> one of :data:`STATES`);
-        ``in_flight`` their requests in flight in this worker (missing ones: none);
         ``changed`` the tenants whose state may differ from the last flush's ``states``
         (``None``: any may, the set of tenants too): with 100,000 tenants, comparing them all
-        every second would take milliseconds of this worker's interpreter lock.
+        every second would take milliseconds of this worker's interpreter lock. The requests
+        in flight are the recorded ones not ended yet.
         """
         with self._flush_lock:
             if states is not self._view:  # another table's view (a reload): compare all
                 changed = None
             if changed is None:
                 self._known.update(states)
-            self._write_requests()
+            in_flight = self._write_requests()
             self._write_rejections()
             self._write_gauges(in_flight, states, changed)
 
-    def _write_requests(self) -> None:
+    def _write_requests(self) -> dict[str, int]:
+        """Add up the ended requests; the ones still in flight, per tenant, wait for the next
+        flush."""
         pending = self._pending
         counts: collections.Counter[tuple[str, int | str]] = collections.Counter()
         buckets: dict[str, list[float]] = {}
+        in_flight: collections.Counter[str] = collections.Counter()
+        waiting: list[Answered] = []
         known = self._known
         for _ in range(len(pending)):  # only what is there now: appends go on meanwhile
             answered = pending.popleft()
-            tenant, status = answered.tenant, getattr(answered, "status", 500)
-            seconds = answered.ended - answered.started
+            tenant = answered.tenant
             if tenant not in known:
                 self.dropped += 1
                 continue
+            ended = getattr(answered, "ended", None)
+            if ended is None:
+                in_flight[tenant] += 1
+                waiting.append(answered)
+                continue
+            status, seconds = getattr(answered, "status", 500), ended - answered.started
             counts[tenant, status] += 1
             figures = buckets.get(tenant)
             if figures is None:  # one count per bucket (the last one: above the highest) + sum
@@ -247,6 +254,8 @@ class Metrics:
             self._requests.labels(tenant, code).inc(n)
         for tenant, figures in buckets.items():
             _add_to_histogram(self._duration.labels(tenant), figures)
+        pending.extend(waiting)
+        return in_flight
 
     def _write_rejections(self) -> None:
         pending = self._rejections
@@ -303,10 +312,7 @@ class Metrics:
     # -- Scrapes -----------------------------------------------------------------------------
 
     def render(
-        self,
-        in_flight: Mapping[str, int],
-        states: Mapping[str, str],
-        changed: Collection[str] | None = None,
+        self, states: Mapping[str, str], changed: Collection[str] | None = None
     ) -> tuple[bytes, str]:
         """Flush, then the node's figures (every worker's, added up) in Prometheus' format.
 
@@ -315,7 +321,7 @@ class Metrics:
         """
         from prometheus_client import generate_latest
 
-        self.flush(in_flight, states, changed)
+        self.flush(states, changed)
         if self.folder is None:
             assert self.registry is not None
             return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE

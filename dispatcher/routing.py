@@ -171,30 +171,25 @@ class Routes:
         response.headers["Cache-Control"] = "no-store"
         return response(environ, start_response)
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, str], set[str] | None]:
-        """For the metrics: requests in flight (tenants that have some), every tenant's state,
-        and which states changed since the last call (``None``: compare them all). The work
-        follows what happened (tenants that had requests, states that changed), not the
-        number of tenants: the metrics take one once a second."""
+    def snapshot(self) -> tuple[dict[str, str], set[str] | None]:
+        """For the metrics: every tenant's state, and which changed since the last call
+        (``None``: compare them all). Made again whole only for a new table or one that fell
+        behind; else only the states that moved are applied: the metrics take one once a
+        second, and its cost follows what changed, not the number of tenants."""
         tenants, held = self.tenants, self.held
-        in_flight = {
-            h.name: len(h.flight)
-            for h in tuple(self.states.flown)  # (a copy: another thread may add to it)
-            if h.flight and tenants.get(h.name) is h
-        }
         if self._states_version == self.states.version:
-            return in_flight, self._states, set()
+            return self._states, set()
         moved, version = None, self.states.version
         if self._states_version >= 0:
             moved, version = self.states.moved_since(self._states_version)
         self._states_version = version
         if moved is None:  # the first view, or too far behind: made again whole
             self._states = {n: "maintenance" if n in held else h.state for n, h in tenants.items()}
-            return in_flight, self._states, None
+            return self._states, None
         changed = moved & tenants.keys()  # (a removed tenant's old handle moved too)
         for name in changed:
             self._states[name] = "maintenance" if name in held else tenants[name].state
-        return in_flight, self._states, changed
+        return self._states, changed
 
     def counts(self) -> dict[str, int]:
         """Tenants per state, held ones counted as in maintenance: constant time per call."""

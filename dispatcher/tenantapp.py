@@ -61,17 +61,15 @@ Builder = Callable[[TenantConfig], Flask]
 
 class States:
     """How many tenants are in each state, kept up to date as they change (the health
-    endpoint reads it in constant time), which ones failed (the background retries), which
-    ones changed lately, and which ones have had requests: what the once-a-second metrics
-    need, so that their work follows what happened, not the number of tenants."""
+    endpoint reads it in constant time), which ones failed (the background retries), and
+    which ones changed lately: what the once-a-second metrics need, so that their work
+    follows what changed, not the number of tenants."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter(dict.fromkeys(STATES, 0))
         self.failed: dict[str, TenantApp] = {}
         #: Moves by one at every change: whoever keeps a view of the states knows it is stale.
         self.version = 0
-        #: The handles that have had a request in this process (they have a ``flight``).
-        self.flown: set[TenantApp] = set()
         #: (version, tenant name) of the last changes: names, so that no handle a reload
         #: replaced (and its app) is kept alive here.
         self._moves: deque[tuple[int, str]] = deque(maxlen=MOVES_KEPT)
@@ -198,7 +196,6 @@ class TenantApp:
         with self._lock:
             if self.flight is None:
                 self.flight = deque()
-                self._states.flown.add(self)
             return self.flight
 
     def serve_unbuilt(
@@ -309,7 +306,6 @@ class TenantApp:
         """
         with self._lock:
             self._set_state(None)
-            self._states.flown.discard(self)
         if self.app is not None:
             dispose_engines(self.app)
 

@@ -24,6 +24,7 @@ from dispatcher.metrics import (
     METRIC_NAMES,
     REQUEST_BUCKETS,
     STATES,
+    Answered,
     Metrics,
     code_class,
 )
@@ -44,10 +45,19 @@ def samples(text: str | bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     }
 
 
-def scrape(metrics: Metrics, in_flight=None, states=None) -> dict:
-    body, content_type = metrics.render(in_flight or {}, states or {})
+def scrape(metrics: Metrics, states=None) -> dict:
+    body, content_type = metrics.render(states or {})
     assert content_type.startswith("text/plain")
     return samples(body)
+
+
+def begin(metrics: Metrics, tenant: str) -> Answered:
+    """A request that reached ``tenant`` and is still in flight, as the dispatcher records it
+    (its ``ended`` set when it ends)."""
+    request = Answered()
+    request.tenant, request.started = tenant, 1.0
+    metrics.record(request)
+    return request
 
 
 def value(found: dict, name: str, **labels: str) -> float | None:
@@ -141,16 +151,22 @@ def test_only_tenants_of_the_file_and_fixed_values_become_labels() -> None:
 
 
 def test_gauges_follow_in_flight_and_state() -> None:
+    """In flight: the recorded requests not ended yet; they count as answered once ended."""
     metrics = Metrics()
-    found = scrape(metrics, {"acme": 3}, {"acme": "lazy", "globex": "ready"})
+    running = [begin(metrics, "acme") for _ in range(3)]
+    found = scrape(metrics, {"acme": "lazy", "globex": "ready"})
     assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 3
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 1
-    found = scrape(metrics, {}, {"acme": "failed", "globex": "ready"})
+    assert value(found, "dispatcher_request_duration_seconds_count", tenant="acme") is None
+    for request in running:
+        request.status, request.ended = "200 OK", request.started + 0.002
+    found = scrape(metrics, {"acme": "failed", "globex": "ready"})
     assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 0
+    assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 3
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 0
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="failed") == 1
     # A reload removed globex: it is in no state on this worker any more.
-    found = scrape(metrics, {}, {"acme": "failed"})
+    found = scrape(metrics, {"acme": "failed"})
     assert value(found, "dispatcher_tenant_state", tenant="globex", state="ready") == 0
 
 
@@ -161,11 +177,11 @@ def test_only_the_changed_states_are_compared_within_one_view() -> None:
     view = {"acme": "lazy", "globex": "ready"}
     scrape(metrics, states=view)
     view["acme"] = "ready"  # the table updates its view in place, and says what moved
-    found = samples(metrics.render({}, view, {"acme"})[0])
+    found = samples(metrics.render(view, {"acme"})[0])
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="lazy") == 0
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
     other = {"acme": "ready"}  # a reload's table: globex is gone, though nothing "moved"
-    found = samples(metrics.render({}, other, set())[0])
+    found = samples(metrics.render(other, set())[0])
     assert value(found, "dispatcher_tenant_state", tenant="globex", state="ready") == 0
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
 
@@ -191,7 +207,8 @@ def test_every_metric_of_design_section_11_is_shown() -> None:
     metrics.rejected("acme", "concurrency")
     metrics.build("acme", True, 0.1)
     metrics.reload(True, 0.1)
-    body, _ = metrics.render({"acme": 1}, {"acme": "ready"})
+    begin(metrics, "acme")
+    body, _ = metrics.render({"acme": "ready"})
     names = {f.name for f in text_string_to_metric_families(body.decode())}
     shown = {n + "_total" if n + "_total" in METRIC_NAMES else n for n in names}
     assert shown == set(METRIC_NAMES)
@@ -204,7 +221,7 @@ def test_no_count_is_lost_while_threads_observe_and_flush() -> None:
 
     def flush_all_the_time() -> None:
         while not stop.is_set():
-            metrics.flush({}, states)
+            metrics.flush(states)
 
     def send() -> None:
         for _ in range(5000):
@@ -227,12 +244,16 @@ def test_no_count_is_lost_while_threads_observe_and_flush() -> None:
 
 WORKER = """
 import os, sys
-from dispatcher.metrics import Metrics
+from dispatcher.metrics import Answered, Metrics
 metrics = Metrics(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for _ in range(int(sys.argv[1])):
     metrics.observe("acme", 200, 0.01)
 metrics.rejected("acme", "concurrency")
-metrics.flush({"acme": 2}, {"acme": "ready"})
+for _ in range(2):  # two requests in flight
+    request = Answered()
+    request.tenant, request.started = "acme", 1.0
+    metrics.record(request)
+metrics.flush({"acme": "ready"})
 print(os.getpid())
 """
 
@@ -399,9 +420,9 @@ def test_a_flush_with_nothing_changed_compares_no_tenant(
     one (none, most seconds), not every tenant of the file."""
     entries = "".join(f"      t{i}: {{path: /t{i}}}\n" for i in range(200))
     dispatcher = make_dispatcher(GAUGE_TENANTS.format(entries=entries))
-    assert dispatcher.routes.snapshot()[2] is None  # the first one: everything
-    assert dispatcher.routes.snapshot()[2] == set()
+    assert dispatcher.routes.snapshot()[1] is None  # the first one: everything
+    assert dispatcher.routes.snapshot()[1] == set()
     Client(dispatcher).get("/t7/", headers={"Host": "localhost"})
-    in_flight, states, changed = dispatcher.routes.snapshot()
-    assert changed == {"t7"} and states["t7"] == "ready" and in_flight == {}
-    assert dispatcher.routes.snapshot()[2] == set()
+    states, changed = dispatcher.routes.snapshot()
+    assert changed == {"t7"} and states["t7"] == "ready"
+    assert dispatcher.routes.snapshot()[1] == set()

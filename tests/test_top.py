@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 from dispatcher import Dispatcher
 from dispatcher.cli import main
 from dispatcher.cli.top import default_url
-from dispatcher.metrics import Metrics
+from dispatcher.metrics import Answered, Metrics
 from dispatcher.metrics_read import Scrape, Tenant, metrics_url, parse, quantile, rows
 
 INF = float("inf")
@@ -95,7 +95,11 @@ def test_parse_reads_a_real_scrape() -> None:
     for seconds in (0.001, 0.002, 0.3):
         metrics.observe("acme", 200, seconds)
     metrics.observe("acme", 503, 0.0)
-    body, _ = metrics.render({"acme": 2}, {"acme": "ready"})
+    for _ in range(2):  # still in flight
+        request = Answered()
+        request.tenant, request.started = "acme", 1.0
+        metrics.record(request)
+    body, _ = metrics.render({"acme": "ready"})
     acme = parse(body.decode(), taken=0.0).tenants["acme"]
     assert acme.requests == {"2xx": 3.0, "5xx": 1.0}
     assert acme.buckets[0.005] == 3.0 and acme.buckets[INF] == 4.0
@@ -143,7 +147,10 @@ def real_scrape() -> bytes:
     metrics = Metrics()
     metrics.observe("acme", 200, 0.002)
     metrics.observe("acme", 500, 0.3)
-    body, _ = metrics.render({"acme": 1}, {"acme": "ready"})
+    request = Answered()  # one still in flight
+    request.tenant, request.started = "acme", 1.0
+    metrics.record(request)
+    body, _ = metrics.render({"acme": "ready"})
     return body
 
 
