@@ -216,9 +216,13 @@ class Metrics:
                 changed = None
             if changed is None:
                 self._known.update(states)
-            in_flight = self._write_requests()
-            self._write_rejections()
-            self._write_gauges(in_flight, states, changed)
+            try:
+                in_flight = self._write_requests()
+                self._write_rejections()
+                self._write_gauges(in_flight, states, changed)
+            except BaseException:  # (a metrics file that could not be written, say)
+                self._view = None  # the changes taken are not all written: compare all next
+                raise
 
     def _write_requests(self) -> dict[str, int]:
         """Add up the ended requests; the ones still in flight, per tenant, wait for the next
@@ -229,24 +233,27 @@ class Metrics:
         in_flight: collections.Counter[str] = collections.Counter()
         waiting: list[Answered] = []
         known = self._known
-        for _ in range(len(pending)):  # only what is there now: appends go on meanwhile
-            answered = pending.popleft()
-            tenant = answered.tenant
-            if tenant not in known:
-                self.dropped += 1
-                continue
-            ended = getattr(answered, "ended", None)
-            if ended is None:
-                in_flight[tenant] += 1
-                waiting.append(answered)
-                continue
-            status, seconds = getattr(answered, "status", 500), ended - answered.started
-            counts[tenant, status] += 1
-            figures = buckets.get(tenant)
-            if figures is None:  # one count per bucket (the last one: above the highest) + sum
-                figures = buckets[tenant] = [0.0] * (len(REQUEST_BUCKETS) + 2)
-            figures[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
-            figures[-1] += seconds
+        try:
+            for _ in range(len(pending)):  # only what is there now: appends go on meanwhile
+                answered = pending.popleft()
+                tenant, ended = answered.tenant, getattr(answered, "ended", None)
+                if ended is None:  # in flight: counted once it has ended
+                    waiting.append(answered)
+                    if tenant in known:  # (else a table the flush has not seen yet names it)
+                        in_flight[tenant] += 1
+                    continue
+                if tenant not in known:
+                    self.dropped += 1
+                    continue
+                status, seconds = getattr(answered, "status", 500), ended - answered.started
+                counts[tenant, status] += 1
+                figures = buckets.get(tenant)
+                if figures is None:  # a count per bucket (the last: above the highest) + sum
+                    figures = buckets[tenant] = [0.0] * (len(REQUEST_BUCKETS) + 2)
+                figures[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
+                figures[-1] += seconds
+        finally:  # what is still in flight is never lost, whatever fails below
+            pending.extend(waiting)
         classes: collections.Counter[tuple[str, str]] = collections.Counter()
         for (tenant, status), n in counts.items():
             classes[tenant, code_class(status)] += n
@@ -254,7 +261,6 @@ class Metrics:
             self._requests.labels(tenant, code).inc(n)
         for tenant, figures in buckets.items():
             _add_to_histogram(self._duration.labels(tenant), figures)
-        pending.extend(waiting)
         return in_flight
 
     def _write_rejections(self) -> None:
@@ -297,16 +303,17 @@ class Metrics:
                     else:
                         before.pop(tenant, None)
             return
-        if states == before:
-            self._view = states
-            return
-        for tenant, state in before.items():
-            if states.get(tenant) != state:
-                self._state.labels(tenant, state).set(0)
-        for tenant, state in states.items():
-            if state in STATES and before.get(tenant) != state:
-                self._state.labels(tenant, state).set(1)
-        self._written_state = {t: s for t, s in states.items() if s in STATES}
+        # One copy (in C, atomic): what is written is what is remembered, though a snapshot
+        # may change the view meanwhile (it then names what it changed to a later flush).
+        current = dict(states)
+        if current != before:
+            for tenant, state in before.items():
+                if current.get(tenant) != state:
+                    self._state.labels(tenant, state).set(0)
+            for tenant, state in current.items():
+                if state in STATES and before.get(tenant) != state:
+                    self._state.labels(tenant, state).set(1)
+            self._written_state = {t: s for t, s in current.items() if s in STATES}
         self._view = states
 
     # -- Scrapes -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -96,6 +97,8 @@ class Routes:
         self.held = held & tenants.keys()
         self._states_version = -1
         self._states: dict[str, str] = {}
+        #: One snapshot at a time: the background thread's and a scrape's.
+        self._snapshot_lock = threading.Lock()
         targets: dict[str, Target] = dict(tenants)
         for name in self.held:
             retry_after = tenants[name].tenant.maintenance or 60
@@ -176,20 +179,22 @@ class Routes:
         (``None``: compare them all). Made again whole only for a new table or one that fell
         behind; else only the states that moved are applied: the metrics take one once a
         second, and its cost follows what changed, not the number of tenants."""
-        tenants, held = self.tenants, self.held
-        if self._states_version == self.states.version:
-            return self._states, set()
-        moved, version = None, self.states.version
-        if self._states_version >= 0:
-            moved, version = self.states.moved_since(self._states_version)
-        self._states_version = version
-        if moved is None:  # the first view, or too far behind: made again whole
-            self._states = {n: "maintenance" if n in held else h.state for n, h in tenants.items()}
-            return self._states, None
-        changed = moved & tenants.keys()  # (a removed tenant's old handle moved too)
-        for name in changed:
-            self._states[name] = "maintenance" if name in held else tenants[name].state
-        return self._states, changed
+        with self._snapshot_lock:
+            tenants, held = self.tenants, self.held
+            if self._states_version == self.states.version:
+                return self._states, set()
+            moved, version = None, self.states.version  # (read before the states are)
+            if self._states_version >= 0:
+                moved, version = self.states.moved_since(self._states_version)
+            if moved is None:  # the first view, or too far behind: made again whole
+                states = {n: "maintenance" if n in held else h.state for n, h in tenants.items()}
+                self._states, self._states_version = states, version
+                return states, None
+            changed = moved & tenants.keys()  # (a removed tenant's old handle moved too)
+            for name in changed:
+                self._states[name] = "maintenance" if name in held else tenants[name].state
+            self._states_version = version
+            return self._states, changed
 
     def counts(self) -> dict[str, int]:
         """Tenants per state, held ones counted as in maintenance: constant time per call."""
