@@ -35,6 +35,12 @@ def get(client: Client, url: str) -> int:
     return client.get(url, headers=HOST, buffered=True).status_code
 
 
+def scrape(dispatcher: Dispatcher) -> str:
+    """What ``/_dispatcher/metrics`` would answer now."""
+    body, _ = dispatcher.metrics.render(*dispatcher.routes.snapshot())
+    return body.decode()
+
+
 def test_the_request_beyond_the_limit_gets_503_at_once(
     make_dispatcher: Callable[[str], Dispatcher], tmp_path: Path
 ) -> None:
@@ -52,8 +58,7 @@ def test_the_request_beyond_the_limit_gets_503_at_once(
         assert [f.result() for f in held] == [200, 200]
     assert acme.in_flight == 0
     assert get(client, "/acme/") == 200
-    body, _ = dispatcher.metrics.render(*dispatcher.routes.snapshot())
-    text = body.decode()
+    text = scrape(dispatcher)
     assert 'dispatcher_rejected_total{reason="concurrency",tenant="acme"} 1.0' in text
     assert 'dispatcher_requests_total{code="5xx",tenant="acme"} 1.0' in text
     assert 'dispatcher_requests_total{code="2xx",tenant="acme"} 3.0' in text
@@ -78,8 +83,7 @@ def test_the_count_never_drifts_under_threads(
     assert dispatcher.tenants["acme"].in_flight == 0
     assert sum(outcomes.values()) == 2000 and outcomes[200] and outcomes[500]
     assert set(outcomes) <= {200, 500, 503}
-    body, _ = dispatcher.metrics.render(*dispatcher.routes.snapshot())
-    assert 'dispatcher_request_duration_seconds_count{tenant="acme"} 2000.0' in body.decode()
+    assert 'dispatcher_request_duration_seconds_count{tenant="acme"} 2000.0' in scrape(dispatcher)
 
 
 def test_an_exception_out_of_the_app_counts_as_a_5xx(
@@ -102,8 +106,7 @@ def test_an_exception_out_of_the_app_counts_as_a_5xx(
         client.get("/acme/boom", headers=HOST)
     assert get(client, "/globex/boom") == 500  # Flask's own 500
     assert get(client, "/acme/") == 200
-    body, _ = dispatcher.metrics.render(*dispatcher.routes.snapshot())
-    text = body.decode()
+    text = scrape(dispatcher)
     assert 'dispatcher_requests_total{code="5xx",tenant="acme"} 1.0' in text
     assert 'dispatcher_requests_total{code="2xx",tenant="acme"} 1.0' in text
     assert 'dispatcher_requests_total{code="5xx",tenant="globex"} 1.0' in text
