@@ -42,6 +42,12 @@ FORMAT = "dispatcher-backup"
 VERSION = 1
 MANIFEST = "manifest.json"
 SUFFIX = ".tar.gz"
+#: The member each kind of dump (the manifest's ``dump``) is restored from.
+DUMP_MEMBERS = {
+    "sqlite": "database.sqlite3",
+    "pg_dump": "database.sql",
+    "portable": "database/schema.json",
+}
 #: Top-level names an archive may hold besides the manifest.
 _TOP = ("database.sqlite3", "database.sql", "database", "files")
 #: gzip level 1: measured on 24 MiB of notes, 0.8 s and 9.0 MiB, where level 6 takes 1.8 s

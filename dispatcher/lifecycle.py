@@ -38,7 +38,7 @@ from .backup import (
     default_folder,
     refuse_shared_paths,
 )
-from .backup_archive import Opened, disk_error, open_archive, read_manifest
+from .backup_archive import DUMP_MEMBERS, Opened, disk_error, open_archive, read_manifest
 from .build import built_app
 from .database import ensure_database, upgrade_to_head
 from .errors import BackupError
@@ -222,19 +222,11 @@ def _check_revision(revision: str | None, migrations: str | None, path: str) -> 
         )
 
 
-#: The member each kind of dump is restored from.
-_DUMP_MEMBER = {
-    "sqlite": "database.sqlite3",
-    "pg_dump": "database.sql",
-    "portable": "database/schema.json",
-}
-
-
 def _check_staged(opened: Opened) -> None:
     """The archive holds the dump its manifest names, and a staged SQLite database exactly the
     rows the manifest counts."""
     manifest = opened.manifest
-    member = _DUMP_MEMBER.get(manifest.dump or "")
+    member = DUMP_MEMBERS.get(manifest.dump or "")
     if manifest.dump is not None and (member is None or member not in opened.staged):
         raise BackupError(
             f"{opened.path} is incomplete: its manifest names a {manifest.dump} dump, and it "
