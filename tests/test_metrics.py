@@ -188,6 +188,23 @@ def test_only_the_changed_states_are_compared_within_one_view() -> None:
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 1
 
 
+def test_a_request_in_flight_waits_for_a_table_that_names_its_tenant() -> None:
+    """A flush whose view does not name a tenant yet (a scrape still on the table before the
+    reload that added it) keeps that tenant's requests in flight for the next flush; only
+    ended requests of a tenant no view ever named are dropped."""
+    metrics = Metrics()
+    scrape(metrics, {"acme": "ready"})
+    running = begin(metrics, "initech")
+    metrics.observe("nobody", 200, 0.01)
+    found = scrape(metrics, {"acme": "ready"})  # the old table's view
+    assert value(found, "dispatcher_requests_in_flight", tenant="initech") is None
+    assert metrics.dropped == 1  # nobody's
+    running.status, running.ended = "200 OK", running.started + 0.01
+    found = scrape(metrics, {"acme": "ready", "initech": "ready"})  # the reload's table
+    assert value(found, "dispatcher_requests_total", tenant="initech", code="2xx") == 1
+    assert metrics.dropped == 1
+
+
 def test_builds_and_reloads_are_counted() -> None:
     metrics = Metrics()
     metrics.build("acme", True, 0.2)
