@@ -108,7 +108,9 @@ def read_revision(url: URL) -> str | None:
 
 
 def _sqlite_revision(path: str) -> str | None:
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    path = os.path.abspath(path)
+    options = "mode=ro&immutable=1" if _closed_wal_database(path) else "mode=ro"
+    uri = f"file:{urllib.parse.quote(path)}?{options}"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
         try:
             rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
@@ -119,6 +121,29 @@ def _sqlite_revision(path: str) -> str | None:
     if len(rows) > 1:  # as Alembic's own reading does: several heads are no one revision
         raise RuntimeError("alembic_version has several rows (branches); upgrade by building")
     return rows[0][0] if rows else None
+
+
+def _closed_wal_database(path: str) -> bool:
+    """A WAL-mode SQLite file that no connection has open: all of it is in the file itself.
+
+    Opened as it is, even read-only, such a file gets a ``-wal`` and a 32 KiB ``-shm`` beside
+    it, left there after: 1.3 ms per tenant, and 3 GiB of files for ``migrate --all`` over
+    100,000 tenants of a stopped node (or lazy ones never built). The last connection to
+    close checkpoints the ``-wal`` into the file and removes it, so with no ``-wal`` the file
+    is complete and can be read ``immutable`` (no locks, no ``-shm``). A writer that opens it
+    meanwhile commits to a new ``-wal``; the file changes only if that is checkpointed while
+    the two pages are read, and then they read the revision before or after, or fail (and
+    the tenant is built). Rollback-journal files are never read so: writers change them in
+    place.
+    """
+    if os.path.exists(path + "-wal"):
+        return False
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\0" and header[18:20] == b"\x02\x02"
 
 
 @lru_cache(maxsize=256)

@@ -6,6 +6,7 @@ tmp_path, so a test can add a migration to it without touching the repository.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import sys
@@ -98,6 +99,33 @@ def test_migrate_up_to_date_is_quick_and_changes_nothing(tenants_file: Path) -> 
     assert f"acme  {HEAD} -> {HEAD}" in output
     assert output.count("up to date") == 4  # three tenants and the summary
     assert "3 tenant(s) in" in output
+    # The databases are in WAL mode and no server has them open: reading them left no
+    # -wal/-shm files behind (32 KiB each, per tenant).
+    instance = tenants_file.parent / "instance"
+    assert sorted(p.name for p in instance.glob("*/app.db*")) == ["app.db"] * 3
+
+
+def test_a_revision_still_in_the_wal_is_the_one_read(tenants_file: Path, tmp_path: Path) -> None:
+    """A server holding a tenant's database open keeps recent commits in its -wal file; the
+    revision there, not the older one in the database file, decides."""
+    boot(tenants_file)
+    database = tmp_path / "instance" / "globex" / "app.db"
+    server = sqlite3.connect(database)
+    try:
+        server.execute("PRAGMA wal_autocheckpoint = 0")  # the commit stays in the -wal
+        with server:
+            server.execute("UPDATE alembic_version SET version_num = 'older'")
+        in_file = f"file:{database}?mode=ro&immutable=1"  # the file alone, -wal ignored
+        with contextlib.closing(sqlite3.connect(in_file, uri=True)) as file_only:
+            assert file_only.execute("SELECT version_num FROM alembic_version").fetchone() == (
+                HEAD,
+            )
+        code, output = run("-f", str(tenants_file), "migrate", "--all", "--dry-run")
+    finally:
+        server.close()
+    assert code == 0, output
+    assert f"globex  older -> {HEAD}" in output and "would upgrade" in output
+    assert output.count("up to date") == 2 + 1  # acme, initech, and the summary
 
 
 def test_new_migration_upgrades_every_tenant_past_a_broken_one(
