@@ -30,6 +30,9 @@ NAME = re.compile(_LABEL)
 HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 APP = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?")
 _SEGMENT = re.compile(r"[a-z0-9._-]+")
+#: Valid paths whose segments each start with a letter or digit (so none is "." or "..",
+#: nor the reserved prefix's): the rest are looked at rule by rule.
+_PLAIN_PATH = re.compile(r"(?:/[a-z0-9][a-z0-9._-]*)+")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
 
 
@@ -44,6 +47,8 @@ class Fault(NamedTuple):
 
 def path_fault(path: str) -> Fault | None:
     """Why a path mount is invalid, and how to fix it; ``None`` if it is fine."""
+    if _PLAIN_PATH.fullmatch(path):  # most paths, in one match: "/acme", "/eu/acme-2"
+        return None
     segments = path.split("/")[1:]
     if not path.startswith("/"):
         return Fault("must start with '/'", _path_fix(path))

@@ -56,6 +56,9 @@ class TenantEntries:
         #: The tenants file's folder: app modules are looked up there too.
         self.root = root
         self.instance_root = instance_root
+        #: ``instance_root`` and a slash: a tenant's folder is this and its name, which the
+        #: name's rule keeps to one segment (no ``/``, no ``.``).
+        self._instance_folders = os.path.join(os.path.normpath(instance_root), "")
         self.defaults = defaults
         self.base_domain = base_domain
         #: Fields of ``defaults`` with a problem: not reported again as missing on each tenant.
@@ -65,6 +68,10 @@ class TenantEntries:
         #: What the entries read so far take that no other tenant may have.
         self.clashes = Clashes(doc, server_names)
         self._missing_modules: dict[str, str | None] = {}
+        #: Apps checked and found (most tenants share one): not checked again.
+        self._apps_found: set[str] = set()
+        #: An entry with no fields of its own (``acme:``), the common case, validated once.
+        self._bare_entry = Tenant()
         #: Per tenant, its fields with a problem from the parse (a missing ``${VAR}``).
         self._broken_while_parsing: dict[Any, set[Any]] = {}
         for path in reported:
@@ -79,14 +86,17 @@ class TenantEntries:
             return None
         at: Path = ("tenants", name)
         # Fields reported as broken are not reported again as missing.
-        broken = (
-            broken_fields(self.doc, at, since=before)
-            | self._broken_while_parsing.get(name, set())
-            | self.broken_defaults
-        )
+        broken = self.broken_defaults
+        if len(self.doc.problems) > before or name in self._broken_while_parsing:
+            broken = (
+                broken_fields(self.doc, at, since=before)
+                | self._broken_while_parsing.get(name, set())
+                | broken
+            )
         source = f"{self.doc.file}:{self.doc.line(at)}"
         check_owned_config(self.doc, tenant.config, (*at, "config"))
-        instance_path = os.path.normpath(os.path.join(self.instance_root, name))
+        # (An invalid name fails the entry; what it claims meanwhile is compared normalised.)
+        instance_path = self._instance_folders + name
         mount = self._mount(name, tenant, broken)
         app = self._app(name, self._inherited(tenant, "app"), broken)
         database = self._database(
@@ -122,7 +132,9 @@ class TenantEntries:
                 "Use 1-63 lower-case letters, digits and '-', starting and "
                 "ending with a letter or digit (it becomes a DNS label)",
             )
-        entry = {} if raw is None else raw
+        if raw is None:
+            return self._bare_entry
+        entry = raw
         before = len(self.doc.problems)
         return validate(Tenant, entry, at, self.doc) or salvage(
             Tenant, entry, at, self.doc, since=before
@@ -159,7 +171,7 @@ class TenantEntries:
             database_uri=database,
             path=mount if isinstance(mount, str) else None,
             hosts=mount if isinstance(mount, tuple) else (),
-            config=copy.deepcopy(config),
+            config=copy.deepcopy(config) if config else config,
             enabled=self._inherited(tenant, "enabled", True),
             lazy=self._inherited(tenant, "lazy", False),
             maintenance=maintenance.retry_after if maintenance is not None else None,
@@ -263,6 +275,8 @@ class TenantEntries:
 
     def _app(self, name: str, app: str | None, broken: Set[Any]) -> str | None:
         """Check the app import path and that its module exists, without importing it."""
+        if app in self._apps_found:
+            return app
         at, line = self._field_at(name, "app")
         if app is None and "app" in broken:
             return None
@@ -291,6 +305,7 @@ class TenantEntries:
                 line=line,
             )
             return None
+        self._apps_found.add(app)
         return app
 
     def _database(self, name: str, url: str, instance_path: str) -> str | None:
