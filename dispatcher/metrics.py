@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import logging
 import subprocess
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import metrics_files, metrics_render
+from . import metrics_files, metrics_render, metrics_states
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dispatcher")
 
-STATES = ("ready", "failed", "lazy", "maintenance")
+STATES = metrics_states.STATES
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 #: What a status outside 100-599 (say, 999 from a broken app) counts as.
 UNKNOWN_STATUS_CLASS = "5xx"
@@ -127,13 +128,10 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self._state = Gauge(
-            "dispatcher_tenant_state",
-            "How many of the node's workers have the tenant in this state.",
-            ["tenant", "state"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
+        #: A series per tenant: not prometheus-client's children (see metrics_states).
+        self._states = metrics_states.state_series(folder)
+        if registry is not None:
+            registry.register(self._states)  # type: ignore[arg-type]
         self._rejected = Counter(
             "dispatcher_rejected",
             "Requests refused with 503 before reaching the tenant's app, by reason.",
@@ -291,29 +289,30 @@ class Metrics:
                 self._in_flight.labels(tenant).set(n)
                 written[tenant] = n
         before = self._written_state
+        moves: list[metrics_states.Change] = []
         if changed is not None:
             for tenant in changed:
                 state, old = states.get(tenant), before.get(tenant)
                 if state != old:
                     if old is not None:
-                        self._state.labels(tenant, old).set(0)
+                        moves.append((tenant, old, 0))
                     if state in STATES:
-                        self._state.labels(tenant, state).set(1)
+                        moves.append((tenant, state, 1))
                         before[tenant] = state
                     else:
                         before.pop(tenant, None)
+            self._states.write(moves, before)
             return
         # One copy (in C, atomic): what is written is what is remembered, though a snapshot
         # may change the view meanwhile (it then names what it changed to a later flush).
         current = dict(states)
-        if current != before:
-            for tenant, state in before.items():
-                if current.get(tenant) != state:
-                    self._state.labels(tenant, state).set(0)
-            for tenant, state in current.items():
-                if state in STATES and before.get(tenant) != state:
-                    self._state.labels(tenant, state).set(1)
+        if current != before:  # (lazily: a worker's first flush writes 100,000 states)
+            gone = ((t, s, 0) for t, s in before.items() if current.get(t) != s)
+            new = ((t, s, 1) for t, s in current.items() if s in STATES and before.get(t) != s)
             self._written_state = {t: s for t, s in current.items() if s in STATES}
+            self._states.write(itertools.chain(gone, new), self._written_state)
+        else:
+            self._states.write((), before)
         self._view = states
 
     # -- Scrapes -----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ adds up every file. Its documentation asks for three things, done here for uWSGI
   ``<DISPATCHER_METRICS_DIR or instance_root/.metrics>/<master pid>-<start time>``, which
   survives worker respawns and chain reloads (same master, same start time) and replaces the
   folders of servers that are gone;
-- a dead worker's live gauges (in flight, state) are removed (``mark_process_dead``): uWSGI's
+- a dead worker's live gauges (in flight; its log of tenant states, see
+  :mod:`dispatcher.metrics_states`) are removed (``mark_process_dead``): uWSGI's
   master runs no Python, so the workers do it for it, at start and before every scrape, for
   every pid the master no longer lists (:func:`tidy`). The dead worker's counters are merged
   into one archive file at the same time, so the count stays exact and the number of files
@@ -39,7 +40,8 @@ log = logging.getLogger("dispatcher")
 PARENT_VARIABLE = "DISPATCHER_METRICS_DIR"
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _SERVER = re.compile(r"(\d+)-(\d+)")
-_LIVE_GAUGE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+#: A worker's files that go with it: its live gauges, and its log of tenant states.
+_LIVE_GAUGE = re.compile(r"gauge_live\w+?_(\d+)\.db|states_(\d+)\.log")
 _WORKER_FILE = re.compile(r"(counter|histogram)_(\d+)\.db")
 #: Held shared while a scrape reads the files, exclusively while dead workers' files merge.
 _LOCK = ".lock"
@@ -115,7 +117,7 @@ def tidy(folder: str, living: frozenset[int] | None = None) -> list[int]:
         living = server[2]
     living = living | {os.getpid()}
     names = os.listdir(folder)
-    dead_gauges = {int(m[1]) for n in names if (m := _LIVE_GAUGE.fullmatch(n))} - living
+    dead_gauges = {int(m[1] or m[2]) for n in names if (m := _LIVE_GAUGE.fullmatch(n))} - living
     dead_counts = {int(m[2]) for n in names if (m := _WORKER_FILE.fullmatch(n))} - living
     if not dead_gauges and not dead_counts:
         return []
@@ -124,6 +126,8 @@ def tidy(folder: str, living: frozenset[int] | None = None) -> list[int]:
     for pid in dead_gauges:
         with contextlib.suppress(FileNotFoundError):  # another worker tidied it first
             multiprocess.mark_process_dead(pid, folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, f"states_{pid}.log"))
     if dead_counts:
         with locked(folder, exclusive=True):
             for kind in ("counter", "histogram"):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import metrics_files
+from . import metrics_files, metrics_states
 
 #: The project folder (the one holding ``dispatcher/``), for the child's import path.
 _PROJECT = str(Path(__file__).resolve().parent.parent)
@@ -29,6 +29,7 @@ def render_folder(folder: str) -> bytes:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)
+    registry.register(metrics_states.StateLogs(folder))
     with metrics_files.locked(folder, exclusive=False):
         return generate_latest(registry)
 
