@@ -12,7 +12,6 @@ or released, idle apps, failed builds to retry. No request waits for any of that
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import InternalServerError, ServiceUnavailable
 
-from . import tenantapp
+from . import collector, tenantapp
 from .background import Ticker
 from .build import build_app, operator_interrupt
 from .eviction import LiveApps
@@ -230,7 +229,10 @@ class Dispatcher:
             if self.watcher is not None:
                 force, self._force = self._force, False
                 started = perf_counter()
-                tenant_set = self.watcher.changed(force)
+                with collector.paused():  # as at boot (see create_dispatcher)
+                    tenant_set = self.watcher.changed(force)
+                    if tenant_set is not None:
+                        collector.freeze()
                 if tenant_set is not None:
                     self.swap(tenant_set)
                 if tenant_set is not None or self.watcher.refused:
@@ -238,7 +240,7 @@ class Dispatcher:
             if self.holds is not None:
                 self._follow_holds()
             self.live.sweep()
-            if self._frozen_garbage >= REFREEZE_AFTER:
+            if self._frozen_garbage + self.live.frozen_garbage >= REFREEZE_AFTER:
                 self._reclaim_frozen()
             self.metrics.flush(*self.routes.snapshot())
             for handle in list(self.states.failed.values()):
@@ -249,14 +251,10 @@ class Dispatcher:
         """Collect the apps closed since they were frozen (``gc.freeze`` after a build keeps
         full collections short, but hides what becomes garbage): one full collection, on this
         background thread, after enough of them (a reload or holds dropped them)."""
-        started = time.perf_counter()
-        closed, self._frozen_garbage = self._frozen_garbage, 0
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        log.info(
-            "reclaimed %d closed app(s) in %.0f ms", closed, (time.perf_counter() - started) * 1000
-        )
+        closed = self._frozen_garbage + self.live.frozen_garbage
+        self._frozen_garbage = self.live.frozen_garbage = 0
+        seconds = collector.reclaim()
+        log.info("reclaimed %d closed app(s) in %.0f ms", closed, seconds * 1000)
 
     def reload_now(self) -> None:
         """Re-read the tenants file on the next tick, even if it looks unchanged (SIGHUP)."""
@@ -290,8 +288,14 @@ class Dispatcher:
         for handle in old.tenants.values():
             if handles.get(handle.name) is not handle:
                 self.live.forget(handle)
-                self._frozen_garbage += handle.freeze and handle.app is not None
+                self._frozen_garbage += handle.app is not None and handle.frozen
                 handle.close()
+        # What the reload built lives until the next one: out of the collector's way, as at
+        # boot, else every full collection walks it (10,000 tenants: 10-15 ms, each second).
+        # No collection first (100,000 tenants: 0.1 s with every thread stopped): the little
+        # garbage frozen with it counts towards the next reclaim.
+        collector.freeze()
+        self._frozen_garbage += 1
         log.info(
             "reloaded %s in %.0f ms: %s",
             tenant_set.file,
@@ -341,7 +345,7 @@ class Dispatcher:
             return not handle.building
         if handle.evict():  # its next build, once released, reads what the holder left
             self.live.forget(handle)
-            self._frozen_garbage += handle.freeze
+            self._frozen_garbage += handle.frozen
             log.info("tenant '%s' held: its app is closed until the hold is released", name)
             return True
         return False

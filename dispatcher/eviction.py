@@ -30,6 +30,9 @@ class LiveApps:
         self.idle_timeout = idle_timeout
         self.max_live_apps = max_live_apps
         self.apps: dict[str, TenantApp] = {}
+        #: Apps evicted after a freeze had moved them out of the collector's way (see
+        #: :mod:`dispatcher.collector`): the dispatcher reclaims them once there are enough.
+        self.frozen_garbage = 0
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +79,8 @@ class LiveApps:
         if not handle.evict():
             return False
         self.forget(handle)
+        with self._lock:
+            self.frozen_garbage += handle.frozen
         log.info("tenant '%s' evicted (idle); it is rebuilt on its next request", handle.name)
         return True
 

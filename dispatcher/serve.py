@@ -9,7 +9,6 @@ for ``flask --app wsgi run``; ``python -m dispatcher serve`` uses :func:`run_dev
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from flask import Flask
 from werkzeug.exceptions import NotFound
 from werkzeug.serving import is_running_from_reloader, run_simple
 
+from . import collector
 from .dispatch import Dispatcher
 from .loader import load_tenants
 from .logs import configure_logging
@@ -49,16 +49,14 @@ def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
         the file serves that version (the problems are logged) instead of raising.
     """
     configure_logging()
-    # Loading makes a few objects per line of the file, all of them live until it is done or
-    # freed by reference counting (it leaves no cycles): the collections that would trigger
-    # meanwhile find nothing to free, and at 100,000 tenants they took a third of the boot.
-    # What it keeps (the tenant set) is frozen with it: else the first collections after it
-    # would walk all of it, twice (0.1-0.2 s of the boot at 100,000 tenants).
-    gc.freeze()
-    gc.disable()
+    # What loading keeps (the tenant set) is frozen with it (see dispatcher.collector): else
+    # the first collections after it would walk all of it, twice (0.1-0.2 s of the boot at
+    # 100,000 tenants).
+    collector.freeze()
     try:
-        tenant_set = load_tenants(tenants_file)
-        gc.freeze()
+        with collector.paused():
+            tenant_set = load_tenants(tenants_file)
+            collector.freeze()
     except ConfigError as error:
         fallback = served_before(os.fspath(tenants_file))
         if fallback is None:
@@ -70,13 +68,11 @@ def create_dispatcher(tenants_file: str | os.PathLike[str]) -> Dispatcher:
             os.fspath(tenants_file),
             error,
         )
-    finally:
-        gc.enable()
     dispatcher = Dispatcher(tenant_set)
     # A server process keeps the apps built at boot for its whole life: move them out of the
     # garbage collector's way (a full collection over 1,000 apps pauses requests ~160 ms), and
     # before uWSGI forks, out of the pages a collection would write to.
-    gc.freeze()
+    collector.freeze()
     return dispatcher
 
 

@@ -15,7 +15,6 @@ are atomic under the GIL): the concurrency limit, idle eviction and the metrics 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from werkzeug.exceptions import ServiceUnavailable
 
+from . import collector
 from .build import TenantCodeError
 from .database import dispose_engines
 from .errors import BuildError
@@ -113,6 +113,7 @@ class TenantApp:
     __slots__ = (
         "__weakref__",
         "_building",
+        "_built_at",
         "_failures",
         "_retry_at",
         "_state",
@@ -171,6 +172,7 @@ class TenantApp:
         self._state = "maintenance" if tenant.maintenance is not None else "lazy"
         self._states.move(self, None, self._state)
         self._building: _Build | None = None
+        self._built_at = 0  # collector.freezes() when the app was built
         self._failures = 0
         self._retry_at = 0.0
 
@@ -275,10 +277,17 @@ class TenantApp:
             self.metrics.build(self.name, app is not None, time.perf_counter() - started)
         if app is not None:
             log.debug("tenant '%s' built in %.3f s", self.name, time.perf_counter() - started)
+            self._built_at = collector.freezes()
             if self.freeze:  # a full collection then never scans this app again
-                gc.freeze()
+                collector.freeze()
             if self.on_built is not None:
                 self.on_built(self)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether its app (or the one it just dropped) was frozen after its build: once
+        dropped, it is garbage only :func:`~dispatcher.collector.reclaim` frees."""
+        return self._built_at < collector.freezes()
 
     def evict(self) -> bool:
         """Drop the app and close its pools unless a request is in flight; ``True`` if done.

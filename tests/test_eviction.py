@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from werkzeug.test import Client
 
-from dispatcher import Dispatcher, TenantApp
+from dispatcher import Dispatcher, TenantApp, dispatch
 from dispatcher.database import app_engines
 from tests.conftest import Clock
 from tests.e2e.servers import wait_for
@@ -146,3 +149,24 @@ def test_without_eviction_settings_lazy_apps_stay(
     dispatcher.tick()
     assert dispatcher.tenants["a"].app is not None
     assert not dispatcher.live.enabled
+
+
+def test_evicted_apps_a_freeze_had_moved_out_of_the_collectors_way_are_reclaimed(
+    make_dispatcher: Callable[[str], Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evictable app is not frozen after its build, but a later freeze (a reload's, or
+    another tenant's build) moves it out of the collector's way with everything else: once
+    evicted, it is counted, and the background thread reclaims it with the others."""
+    monkeypatch.setattr(dispatch, "REFREEZE_AFTER", 3)
+    dispatcher = make_dispatcher(tenants("idle_timeout: 60", app="tests.apps.hostile:ordinary"))
+    client = Client(dispatcher)
+    for name in ("a", "b", "c"):  # their views refer to the app: reference cycles
+        assert client.get(f"/{name}/", headers=HOST, buffered=True).status_code == 200
+    apps = [weakref.ref(handle(dispatcher, name).app) for name in ("a", "b", "c")]
+    dispatcher.swap(dispatcher.tenant_set)  # a reload that changes nothing, and freezes
+    for name in ("a", "b", "c"):
+        assert dispatcher.live.evict(handle(dispatcher, name))
+    gc.collect()
+    assert all(app() is not None for app in apps)  # frozen: no collection frees them
+    dispatcher.tick()
+    assert [app() for app in apps] == [None, None, None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -324,6 +325,17 @@ def test_sha256_is_of_the_bytes_even_with_crlf_newlines(edit: Editor, tmp_path: 
     running = running_text(dispatcher.tenant_set)
     assert running is not None
     assert load_tenants(path, text=running).tenants_file_sha256 == expected
+
+
+def test_what_a_reload_built_is_out_of_the_collectors_way(edit: Editor, tmp_path: Path) -> None:
+    """The new tenant set, handles and routing table live until the next reload: frozen, as
+    at boot, or every full collection (a busy worker runs one every second or so) walks them
+    all, 10-15 ms at 10,000 tenants."""
+    dispatcher, _ = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    edit("      acme: {path: /acme}\n      globex: {path: /globex, lazy: true}\n")
+    tracked = {id(o) for o in gc.get_objects()}  # what collections walk (nothing frozen)
+    globex = dispatcher.tenants["globex"]
+    assert not {id(globex), id(globex.tenant), id(dispatcher.routes)} & tracked
 
 
 def test_apps_a_reload_replaced_are_reclaimed_though_frozen(edit: Editor, tmp_path: Path) -> None:
