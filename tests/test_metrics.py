@@ -206,6 +206,21 @@ def test_a_request_in_flight_waits_for_a_table_that_names_its_tenant() -> None:
     assert metrics.dropped == 1
 
 
+def test_the_last_requests_of_a_tenant_a_reload_removed_still_count() -> None:
+    """A request that was running when a reload removed its tenant is counted once it ends,
+    as is one a scrape on the table from before the reload flushes."""
+    metrics = Metrics()
+    running = begin(metrics, "globex")
+    scrape(metrics, {"acme": "ready", "globex": "ready"})
+    scrape(metrics, {"acme": "ready"})  # the reload's table: globex is gone
+    running.status, running.ended = "200 OK", running.started + 0.01
+    metrics.observe("globex", 503, 0.01)
+    found = scrape(metrics, {"acme": "ready"})
+    assert value(found, "dispatcher_requests_total", tenant="globex", code="2xx") == 1
+    assert value(found, "dispatcher_requests_total", tenant="globex", code="5xx") == 1
+    assert metrics.dropped == 0
+
+
 def test_builds_and_reloads_are_counted() -> None:
     metrics = Metrics()
     metrics.build("acme", True, 0.2)
