@@ -366,6 +366,7 @@ class Dispatcher:
     ) -> dict[str, TenantApp]:
         evicting = self.live.enabled
         builder = self._build  # one bound method for them all, not one each
+        threads = worker_threads()
         handles: dict[str, TenantApp] = {}
         for tenant in tenant_set.enabled:
             handle = running.get(tenant.name)
@@ -375,7 +376,7 @@ class Dispatcher:
                     tenant,
                     builder,
                     states=self.states,
-                    limit=concurrency_limit(tenant.max_concurrent, worker_threads()),
+                    limit=concurrency_limit(tenant.max_concurrent, threads),
                     on_built=on_built,
                     freeze=on_built is None,
                     metrics=self.metrics,

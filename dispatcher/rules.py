@@ -189,6 +189,8 @@ def plain_sqlite_file(url: str, instance_path: str) -> str | None:
     path = url[len("sqlite:///") :]
     if path == ":memory:":
         return None
+    if path.startswith("/") and "/." not in path and "//" not in path and path[-1] != "/":
+        return path  # absolute and already normal: most ({instance_path}/app.db)
     return os.path.normpath(os.path.join(instance_path, path))
 
 

@@ -77,6 +77,9 @@ class States:
 
     def move(self, handle: TenantApp, old: str | None, new: str | None) -> None:
         with self._lock:
+            if old is None and new is not None:  # a new handle: only a new table names it,
+                self.counts[new] += 1  # and a table's first view is made whole
+                return
             self.version += 1
             self._moves.append((self.version, handle.name))
             if old is not None:

@@ -70,6 +70,8 @@ class TenantEntries:
         self._missing_modules: dict[str, str | None] = {}
         #: Apps checked and found (most tenants share one): not checked again.
         self._apps_found: set[str] = set()
+        #: Database URLs whose placeholders were checked (most tenants share one).
+        self._urls_checked: set[str] = set()
         #: An entry with no fields of its own (``acme:``), the common case, validated once.
         self._bare_entry = Tenant()
         #: Per tenant, its fields with a problem from the parse (a missing ``${VAR}``).
@@ -313,7 +315,7 @@ class TenantEntries:
         at, line = self._field_at(name, "database")
         if at in self.reported:  # a missing ${VAR}
             return None
-        unknown = [p for p in _PLACEHOLDER.findall(url) if p not in _PLACEHOLDERS]
+        unknown = [] if url in self._urls_checked else _unknown_placeholders(url)
         if unknown:
             self.doc.problem(
                 at,
@@ -322,6 +324,7 @@ class TenantEntries:
                 line=line,
             )
             return None
+        self._urls_checked.add(url)
         url = url.replace("{name}", name).replace("{instance_path}", instance_path)
         where: Path = ("tenants", name, "database")
         sqlite_file = rules.plain_sqlite_file(url, instance_path)
@@ -344,6 +347,10 @@ class TenantEntries:
         key = rules.database_key(absolute)
         self.clashes.claim("database", key, rules.without_secrets(absolute), name, where, line)
         return url
+
+
+def _unknown_placeholders(url: str) -> list[str]:
+    return [p for p in _PLACEHOLDER.findall(url) if p not in _PLACEHOLDERS]
 
 
 def checked_host(doc: YamlDocument, raw: str | None, at: Path) -> str | None:

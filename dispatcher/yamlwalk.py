@@ -204,7 +204,7 @@ class Walker:
         event = next_event()
         while type(event) is not _MapEnd:
             line = _line(event)
-            key = self.key(event, path, depth)
+            key = self.key(event, path, depth, line)
             event = next_event()
             if key is _MERGE:  # `<<: *anchor`; the mapping's own keys win
                 for source in self.merge_sources(event, path, depth):
@@ -223,8 +223,9 @@ class Walker:
                 self.discard(event, path, depth)
             else:
                 first_line[key] = line
-                lines[(*path, key)] = line
-                result[key] = self.value(event, (*path, key), depth)
+                at = (*path, key)
+                lines[at] = line
+                result[key] = self.value(event, at, depth)
             event = next_event()
         if merged:
             for key, line in first_line.items():  # a merge after them noted its own lines
@@ -241,11 +242,10 @@ class Walker:
         finally:
             self.doc.lines, self.doc.plain_scalars = kept
 
-    def key(self, event: Any, path: Path, depth: int) -> Any:
+    def key(self, event: Any, path: Path, depth: int, line: int) -> Any:
         """A mapping key: text (or a YAML 1.1 number or boolean), ``_MERGE``, or ``_UNSET``
         for a list, mapping or broken alias (reported). Keys are never ``${VAR}``-expanded."""
-        line = _line(event)
-        if type(event) is _Alias:
+        if type(event) is _Alias:  # (``line`` is the key's: the alias's, if it is one)
             anchor: Any = event.anchor
             span = self.anchors.get(anchor)
             if span is not None and type(self.recorded[span[0]]) is _Scalar:
