@@ -114,7 +114,6 @@ class TenantApp:
     _lock = threading.Lock()
     # Slots: a node may hold 100,000 of these, most never asked for.
     __slots__ = (
-        "__weakref__",
         "_building",
         "_built_at",
         "_failures",
@@ -164,7 +163,9 @@ class TenantApp:
         self.flight: deque[None] | None = None
         #: Set by every request; idle eviction resets it once a second.
         self.used = False
-        self.last_used = time.monotonic()
+        #: ``time.monotonic()`` when its app was built, or last seen used (one float each
+        #: only for the tenants that were built).
+        self.last_used = 0.0
         self.limit = limit or sys.maxsize
         self.on_built = on_built
         #: Move what a build created out of the collector's way (``gc.freeze``) once it is
@@ -267,6 +268,7 @@ class TenantApp:
             if app is not None:
                 self.plain_flask = type(app).__call__ is Flask.__call__
                 self.app, self.error, self._failures = app, None, 0
+                self.last_used = time.monotonic()
                 self._set_state("ready")
             else:
                 self._failures += 1

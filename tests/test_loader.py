@@ -546,3 +546,15 @@ def test_a_bad_item_in_a_list_leaves_the_rest_checked(tmp_path: Path) -> None:
     assert "field 'hosts.1'" in shown
     assert "duplicate host 'x.example.com': tenant 'a'" in shown
     assert "app module 'no.such.module' was not found" in shown
+
+
+def test_a_tenant_is_found_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    entries = "".join(f"  t{i}:\n" for i in range(50))
+    path.write_text(
+        f"version: 1\ndefaults: {{app: tests.apps.echo, mount: path}}\ntenants:\n{entries}"
+    )
+    tenant_set = load_tenants(path)
+    assert [tenant_set[f"t{i}"].path for i in (49, 0)] == ["/t49", "/t0"]
+    with pytest.raises(KeyError):
+        tenant_set["t50"]
