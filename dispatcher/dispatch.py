@@ -251,8 +251,8 @@ class Dispatcher:
         """Collect the apps closed since they were frozen (``gc.freeze`` after a build keeps
         full collections short, but hides what becomes garbage): one full collection, on this
         background thread, after enough of them (a reload or holds dropped them)."""
-        closed = self._frozen_garbage + self.live.frozen_garbage
-        self._frozen_garbage = self.live.frozen_garbage = 0
+        closed, self._frozen_garbage = self._frozen_garbage, 0
+        closed += self.live.take_frozen_garbage()
         seconds = collector.reclaim()
         log.info("reclaimed %d closed app(s) in %.0f ms", closed, seconds * 1000)
 

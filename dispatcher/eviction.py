@@ -84,6 +84,12 @@ class LiveApps:
         log.info("tenant '%s' evicted (idle); it is rebuilt on its next request", handle.name)
         return True
 
+    def take_frozen_garbage(self) -> int:
+        """How many evicted apps were frozen, counted from zero again."""
+        with self._lock:
+            count, self.frozen_garbage = self.frozen_garbage, 0
+            return count
+
     def forget(self, handle: TenantApp) -> None:
         """The app is gone (evicted, or a reload removed or replaced the tenant)."""
         with self._lock:

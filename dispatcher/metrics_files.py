@@ -126,8 +126,9 @@ def tidy(folder: str, living: frozenset[int] | None = None) -> list[int]:
     for pid in dead_gauges:
         with contextlib.suppress(FileNotFoundError):  # another worker tidied it first
             multiprocess.mark_process_dead(pid, folder)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, f"states_{pid}.log"))
+        for leftover in (f"states_{pid}.log", f"states_{pid}.log.partial"):
+            with contextlib.suppress(FileNotFoundError):  # (.partial: killed mid-rewrite)
+                os.remove(os.path.join(folder, leftover))
     if dead_counts:
         with locked(folder, exclusive=True):
             for kind in ("counter", "histogram"):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from . import metrics_files, metrics_states
 
@@ -28,10 +30,23 @@ def render_folder(folder: str) -> bytes:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=folder)
+    registry.register(_WithoutStateFiles(MultiProcessCollector(None, path=folder)))
     registry.register(metrics_states.StateLogs(folder))
     with metrics_files.locked(folder, exclusive=False):
         return generate_latest(registry)
+
+
+class _WithoutStateFiles:
+    """The workers' files, less ``dispatcher_tenant_state`` (its logs are read instead): a
+    worker of an earlier version, still running during a chain reload, wrote it there."""
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self.collector.collect():
+            if metric.name != metrics_states.NAME:
+                yield metric
 
 
 def python() -> str:

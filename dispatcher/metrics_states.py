@@ -51,7 +51,7 @@ class StateValues:
             self.values[tenant, state] = value
 
     def collect(self) -> Iterator[Any]:
-        yield family(self.values)
+        yield family(dict(self.values))  # (one copy, in C: a flush may add series meanwhile)
 
 
 class StateLog:
@@ -67,21 +67,26 @@ class StateLog:
         """Append ``changes``; ``current`` is every tenant's state once they are applied.
 
         The first write of a process (a worker forked after a flush, say) starts its own log
-        from ``current``, not from changes to what another process wrote.
+        from ``current``, not from changes to what another process wrote; so does the next
+        write after one that failed (a full disk): nothing it held is lost.
         """
         path = os.path.join(self.folder, f"states_{os.getpid()}.log")
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._rewrite(path, ((tenant, state, 1) for tenant, state in current.items()))
-            return
-        lines = [f"{tenant} {state} {value}\n" for tenant, state, value in changes]
-        if not lines:
-            return
-        with open(path, "a", encoding="utf-8") as log:
-            log.write("".join(lines))
-        self._lines += len(lines)
-        if self._lines > 2 * self._series + _SLACK:
-            self._rewrite(path, ((t, s, v) for (t, s), v in _replay(path).items()))
+        try:
+            if self._pid != os.getpid():
+                self._rewrite(path, ((tenant, state, 1) for tenant, state in current.items()))
+                self._pid = os.getpid()
+                return
+            lines = [f"{tenant} {state} {value}\n" for tenant, state, value in changes]
+            if not lines:
+                return
+            with open(path, "a", encoding="utf-8") as log:
+                log.write("".join(lines))
+            self._lines += len(lines)
+            if self._lines > 2 * self._series + _SLACK:
+                self._rewrite(path, ((t, s, v) for (t, s), v in _replay(path).items()))
+        except BaseException:
+            self._pid = 0
+            raise
 
     def _rewrite(self, path: str, series: Iterable[Change]) -> None:
         """The log as ``series`` alone, swapped in whole: a scrape reads the old or the new."""

@@ -108,7 +108,7 @@ def read_revision(url: URL) -> str | None:
 
 
 def _sqlite_revision(path: str) -> str | None:
-    path = os.path.abspath(path)
+    path = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link points to
     options = "mode=ro&immutable=1" if _closed_wal_database(path) else "mode=ro"
     uri = f"file:{urllib.parse.quote(path)}?{options}"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:

@@ -246,6 +246,7 @@ class TenantApp:
     def _build(self, build: _Build) -> None:
         """The build thread's work: call the builder, record the outcome, never raise."""
         started = time.perf_counter()
+        built_at = collector.freezes()  # a freeze from here on may have caught the app
         app = None
         with tenant_context(self.name):
             try:
@@ -267,6 +268,7 @@ class TenantApp:
         with self._lock:
             if app is not None:
                 self.plain_flask = type(app).__call__ is Flask.__call__
+                self._built_at = built_at
                 self.app, self.error, self._failures = app, None, 0
                 self.last_used = time.monotonic()
                 self._set_state("ready")
@@ -282,7 +284,6 @@ class TenantApp:
             self.metrics.build(self.name, app is not None, time.perf_counter() - started)
         if app is not None:
             log.debug("tenant '%s' built in %.3f s", self.name, time.perf_counter() - started)
-            self._built_at = collector.freezes()
             if self.freeze:  # a full collection then never scans this app again
                 collector.freeze()
             if self.on_built is not None:

@@ -56,9 +56,8 @@ class TenantEntries:
         #: The tenants file's folder: app modules are looked up there too.
         self.root = root
         self.instance_root = instance_root
-        #: ``instance_root`` and a slash: a tenant's folder is this and its name, which the
-        #: name's rule keeps to one segment (no ``/``, no ``.``).
-        self._instance_folders = os.path.join(os.path.normpath(instance_root), "")
+        #: What a tenant's folder starts with: ``instance_root`` normalised, and a slash.
+        self._instance_folders = os.path.normpath(os.path.join(instance_root, "x"))[:-1]
         self.defaults = defaults
         self.base_domain = base_domain
         #: Fields of ``defaults`` with a problem: not reported again as missing on each tenant.
@@ -97,8 +96,11 @@ class TenantEntries:
             )
         source = f"{self.doc.file}:{self.doc.line(at)}"
         check_owned_config(self.doc, tenant.config, (*at, "config"))
-        # (An invalid name fails the entry; what it claims meanwhile is compared normalised.)
-        instance_path = self._instance_folders + name
+        instance_path = (  # a valid name is one segment: nothing to normalise
+            self._instance_folders + name
+            if name and "." not in name and "/" not in name
+            else os.path.normpath(os.path.join(self.instance_root, name))
+        )
         mount = self._mount(name, tenant, broken)
         app = self._app(name, self._inherited(tenant, "app"), broken)
         database = self._database(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -321,7 +322,9 @@ def test_dead_workers_gauges_go_and_their_counts_stay(tmp_path: Path) -> None:
     assert value(found, "dispatcher_requests_in_flight", tenant="acme") == 6
     assert value(found, "dispatcher_tenant_state", tenant="acme", state="ready") == 3
 
+    (tmp_path / f"states_{first}.log.partial").write_text("acme ready 1\n")  # killed mid-rewrite
     assert metrics_files.tidy(str(tmp_path), frozenset({third})) == sorted([first, second])
+    assert not (tmp_path / f"states_{first}.log.partial").exists()
     found = folder_scrape(tmp_path)
     assert value(found, "dispatcher_requests_total", tenant="acme", code="2xx") == 16
     assert value(found, "dispatcher_rejected_total", tenant="acme", reason="concurrency") == 3
@@ -396,6 +399,82 @@ def test_every_tenants_state_costs_no_object_per_tenant(tmp_path: Path, multipro
     else:
         found = scrape(metrics, states)
         assert value(found, "dispatcher_tenant_state", tenant="t9999", state="lazy") == 1
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch, suffix: str, mode: str) -> None:
+    """Opening a state log file ending in ``suffix`` in ``mode`` fails, as on a full disk."""
+    real = open
+
+    def failing(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith(suffix) and args[:1] == (mode,):
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(metrics_states, "open", failing, raising=False)
+
+
+@pytest.mark.parametrize("failed", ["first", "append"])
+def test_states_a_failed_write_did_not_write_are_written_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failed: str
+) -> None:
+    """A worker whose first, whole write of its states failed, or an append of a change,
+    writes them all with its next flush: no tenant is left out for the worker's life."""
+    metrics = Metrics(str(tmp_path))
+    states = {f"t{i}": "lazy" for i in range(5)}
+    if failed == "append":
+        metrics.flush(states)
+        states["t0"] = "ready"
+    with monkeypatch.context() as patched:
+        _disk_full(
+            patched, ".partial" if failed == "first" else ".log", "w" if failed == "first" else "a"
+        )
+        with pytest.raises(OSError):
+            metrics.flush(states)
+    metrics.flush(states)
+    found = read_state_logs(str(tmp_path))
+    assert {tenant for (tenant, _), n in found.items() if n} == set(states)
+    assert all(found[tenant, state] == 1 for tenant, state in states.items())
+
+
+def test_a_scrape_in_one_process_reads_the_states_while_a_flush_adds_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dev server: a scrape reads the states while the background thread's flush adds a
+    series (a tenant's first "ready")."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    metrics = Metrics()
+    metrics.flush({"acme": "lazy", "globex": "lazy"})
+    add_metric = GaugeMetricFamily.add_metric
+
+    def a_flush_meanwhile(self: Any, *args: Any, **kwargs: Any) -> None:
+        metrics.flush({"acme": "ready", "globex": "lazy"})
+        add_metric(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaugeMetricFamily, "add_metric", a_flush_meanwhile)
+    (family,) = metrics._states.collect()
+    assert len(family.samples) == 2  # the two series there when it started
+
+
+def test_a_worker_of_an_earlier_version_does_not_show_the_states_twice(tmp_path: Path) -> None:
+    """During a chain reload from a version that kept the states in prometheus-client's
+    gauge files, those are left out: the logs are the states."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    old = MmapedDict(str(tmp_path / "gauge_livesum_999999.db"))
+    key = mmap_key(
+        metrics_states.NAME,
+        metrics_states.NAME,
+        ["tenant", "state"],
+        ["acme", "ready"],
+        metrics_states.DOCUMENTATION,
+    )
+    old.write_value(key, 1.0, 0.0)
+    old.close()
+    StateLog(str(tmp_path)).write([], {"acme": "ready"})
+    text = metrics_render.render_folder(str(tmp_path)).decode()
+    assert text.count(f"# TYPE {metrics_states.NAME} gauge") == 1
+    assert value(samples(text), metrics_states.NAME, tenant="acme", state="ready") == 1
 
 
 def test_a_new_server_start_removes_only_gone_servers_folders(tmp_path: Path) -> None:

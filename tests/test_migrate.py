@@ -7,6 +7,7 @@ tmp_path, so a test can add a migration to it without touching the repository.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sqlite3
 import sys
@@ -219,6 +220,29 @@ def test_list_shows_revisions_holds_and_built_states(tenants_file: Path, tmp_pat
 
 
 # -- tenants at head are not built ----------------------------------------------------------
+
+
+def test_a_symlinked_database_is_read_through_the_wal_beside_its_target(
+    tenants_file: Path, tmp_path: Path
+) -> None:
+    """An app.db that links to a file elsewhere in the instance folder (which isolation
+    allows) has its -wal beside that file, where SQLite writes it: that one decides."""
+    boot(tenants_file)
+    folder = tmp_path / "instance" / "globex"
+    (folder / "data").mkdir()
+    os.replace(folder / "app.db", folder / "data" / "app.db")
+    os.symlink("data/app.db", folder / "app.db")
+    server = sqlite3.connect(folder / "app.db")
+    try:
+        server.execute("PRAGMA wal_autocheckpoint = 0")  # the commit stays in the -wal
+        with server:
+            server.execute("UPDATE alembic_version SET version_num = 'older'")
+        assert (folder / "data" / "app.db-wal").exists()
+        code, output = run("-f", str(tenants_file), "migrate", "--all", "--dry-run")
+    finally:
+        server.close()
+    assert code == 0, output
+    assert f"globex  older -> {HEAD}" in output and "would upgrade" in output
 
 
 def log_builds(package: Path, log: Path) -> None:
