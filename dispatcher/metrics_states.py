@@ -19,7 +19,7 @@ the tenant in that state (it moved on, or a reload removed it)::
 
     series = state_series(folder)         # a StateLog, or StateValues() when folder is None
     series.write([("acme", "lazy", 0), ("acme", "ready", 1)], {"acme": "ready"})
-    read_state_logs(folder)               # {("acme", "ready"): 2.0, ...}: every worker's
+    read_state_logs(folder)               # {("acme", "ready"): 2, ...}: every worker's
 """
 
 from __future__ import annotations
