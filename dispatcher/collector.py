@@ -20,15 +20,20 @@ one is frozen::
 
 What is garbage when a freeze runs (a cycle a request just left) is frozen too: each freeze
 outside a build counts as one more app's worth for the next reclaim.
+
+Once a boot or a reload has settled, :func:`release_free_memory` gives the memory it used for
+a moment back to the system.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 #: How many times this process froze (a lost increment between two threads does no harm:
 #: the count is only compared with a value read before it).
@@ -37,6 +42,8 @@ _freezes = 0
 _pauses = 0
 _was_enabled = True
 _pause_lock = threading.Lock()
+#: glibc's ``malloc_trim``; ``False`` where there is none; ``None`` until looked for.
+_trim: Any = None
 
 
 def freeze() -> None:
@@ -70,6 +77,24 @@ def paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0 and _was_enabled:
                 gc.enable()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Loading a large tenants file, and a worker's first flush of its metrics (a state for
+    every tenant), use large blocks for a moment; once freed, the heap keeps their pages: about
+    20 MiB of a worker's 187 at 100,000 tenants (1.4 ms, once). Nothing happens where the C
+    library has no such call (musl). The call lets go of the interpreter lock meanwhile.
+    """
+    global _trim
+    if _trim is None:
+        try:
+            _trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):
+            _trim = False
+    if _trim:
+        _trim(0)
 
 
 def reclaim() -> float:

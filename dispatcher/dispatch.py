@@ -117,6 +117,8 @@ class Dispatcher:
         self._worker_name, self._worker_pid = "", 0
         self._force = False
         self._frozen_garbage = 0
+        #: The table served when the memory loading it used was last given back.
+        self._settled: Routes | None = None
         self._held: frozenset[str] = frozenset()
         self._tick_lock = threading.Lock()
         self._ticker: Ticker | None = None
@@ -243,6 +245,9 @@ class Dispatcher:
             if self._frozen_garbage + self.live.frozen_garbage >= REFREEZE_AFTER:
                 self._reclaim_frozen()
             self.metrics.flush(*self.routes.snapshot())
+            if self._settled is not self.routes:  # after a boot or a reload, and its flush
+                self._settled = self.routes
+                collector.release_free_memory()
             for handle in list(self.states.failed.values()):
                 if not handle.tenant.lazy and handle.name not in self._held:
                     handle.start_build()  # (a held one is built when its hold ends)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from dispatcher import Dispatcher, load_tenants, watch
+from dispatcher import Dispatcher, collector, load_tenants, watch
 from dispatcher.build import app_engines
 from dispatcher.running import running_text
 from tests.conftest import Clock
@@ -336,6 +336,34 @@ def test_what_a_reload_built_is_out_of_the_collectors_way(edit: Editor, tmp_path
     tracked = {id(o) for o in gc.get_objects()}  # what collections walk (nothing frozen)
     globex = dispatcher.tenants["globex"]
     assert not {id(globex), id(globex.tenant), id(dispatcher.routes)} & tracked
+
+
+def test_memory_freed_by_a_boot_or_a_reload_is_given_back_once(
+    edit: Editor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first tick of a new table (its first flush wrote every tenant's state), the
+    heap's free pages go back to the system: once per boot or reload, not every second."""
+    released: list[None] = []
+    monkeypatch.setattr(collector, "release_free_memory", lambda: released.append(None))
+    dispatcher, _ = start(edit, tmp_path, "      acme: {path: /acme}\n")
+    dispatcher.tick()
+    dispatcher.tick()
+    assert len(released) == 1
+    edit("      acme: {path: /acme}\n      globex: {path: /globex}\n")  # (ticks once)
+    dispatcher.tick()
+    assert len(released) == 2
+
+
+def test_giving_memory_back_is_skipped_where_the_c_library_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_such_call(name: object) -> object:
+        raise OSError("musl: no malloc_trim")
+
+    monkeypatch.setattr(collector.ctypes, "CDLL", no_such_call)
+    monkeypatch.setattr(collector, "_trim", None)
+    collector.release_free_memory()  # nothing raised
+    assert collector._trim is False
 
 
 def test_apps_a_reload_replaced_are_reclaimed_though_frozen(edit: Editor, tmp_path: Path) -> None:
