@@ -231,10 +231,7 @@ class Dispatcher:
             if self.watcher is not None:
                 force, self._force = self._force, False
                 started = perf_counter()
-                with collector.paused():  # as at boot (see create_dispatcher)
-                    tenant_set = self.watcher.changed(force)
-                    if tenant_set is not None:
-                        collector.freeze()
+                tenant_set = self.watcher.changed(force)
                 if tenant_set is not None:
                     self.swap(tenant_set)
                 if tenant_set is not None or self.watcher.refused:

@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import collector
 from .loader import load_tenants
 from .problems import ConfigError
 from .tenant import TenantConfig, TenantSet, text_sha256
@@ -91,7 +92,9 @@ class FileWatcher:
         try:
             if text is None:
                 raise ConfigError([unreadable] if unreadable is not None else [])
-            tenant_set = load_tenants(self.file, text=text, instance_root=self.instance_root)
+            tenant_set = collector.kept(
+                lambda: load_tenants(self.file, text=text, instance_root=self.instance_root)
+            )
         except ConfigError as e:
             self._refused, self.refused = digest, True
             log.error(
