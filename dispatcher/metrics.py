@@ -4,7 +4,8 @@ DESIGN section 11 names the metrics. The request path pays for one ``deque.appen
 (of an :class:`Answered`, :meth:`Metrics.observe`); :meth:`Metrics.flush`, about once a second
 off the request path, adds the pending requests up and writes them into prometheus-client, whose
 multiprocess mode (under uWSGI, see :mod:`dispatcher.metrics_files`) keeps each worker's figures
-in files that :meth:`Metrics.render` sums. Label values come only from the tenants file (the
+in files that :meth:`Metrics.render` sums (the tenant states, a series per tenant, are kept by
+:mod:`dispatcher.metrics_states` instead). Label values come only from the tenants file (the
 tenant names ``flush`` is given) and from fixed sets: a status outside 100-599 counts as
 ``5xx``, so no request and no app can create a series::
 

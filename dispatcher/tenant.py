@@ -147,7 +147,8 @@ class TenantSet:
     @cached_property
     def _by_name(self) -> dict[str, TenantConfig]:
         """Made on the first lookup by name (``migrate --all`` makes one per tenant: a scan
-        each was hours at 100,000 tenants); a server never looks tenants up this way."""
+        each took 3 ms at 100,000 tenants, 150 s in all); a server never looks tenants up
+        this way."""
         return {tenant.name: tenant for tenant in self.tenants}
 
     def __iter__(self) -> Iterator[TenantConfig]:
